@@ -1,0 +1,30 @@
+r"""minisgd: exact curvature of small MLPs, derived by hand, to study how batch size shapes SGD.
+
+Shape letters used in every docstring:
+
+    N  examples            d  input dimension        K  outputs (classes)
+    P  parameters          k  directions (columns of V in an HVP)
+    B  minibatch size      n_l  width of layer l (n_0 = d, n_L = K)
+
+Public API::
+
+    net = minisgd.MLP([d, n_1, ..., K], activation="tanh", loss="cross_entropy", l2=0.0)
+    theta = net.init(seed=0)                        # (P,)
+    loss, grad = net.loss_and_grad(theta, X, y)     # float, (P,)
+    G = net.per_example_grads(theta, X, y)          # (N, P)
+    Hv = net.hvp(theta, X, y, V)                    # (P,) or (P, k)
+    H = net.hessian(theta, X, y)                    # (P, P)
+"""
+from . import activations, backend, errors, losses
+from .errors import (BackendUnavailableError, HessianTooLargeError, LabelError, NonFiniteError,
+                     ShapeError)
+from .hessian import hessian_from_hvps, hessian_memory_bytes
+from .mlp import MLP, Layer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "Layer", "activations", "losses", "backend", "errors", "hessian_from_hvps",
+    "hessian_memory_bytes", "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError",
+    "BackendUnavailableError",
+]

@@ -1,0 +1,185 @@
+r"""The exact Hessian of an MLP by blocks, and its Gauss-Newton and residual parts.
+
+Per example, with :math:`\tilde a = [a, 1]` and layer l's parameters the matrix :math:`\tilde W_l`, the
+second derivative with respect to :math:`\tilde W_l[i, o]` and :math:`\tilde W_m[i', o']`, :math:`m \le l`, is
+
+.. math::
+    \tilde a_{l-1,i}\, \tilde a_{m-1,i'}\, [C_l J_{l \leftarrow m}]_{o o'}
+    \;+\; \delta_{l,o}\, \tilde a_{m-1,i'}\, [\partial a_{l-1} / \partial z_m]_{i o'} \quad (m < l \text{ only}),
+
+where :math:`J_{l \leftarrow m} = \partial z_l / \partial z_m` and :math:`C_l = \partial^2 \ell / \partial z_l^2`
+(the loss as a function of layer l's pre-activations) follows the backward recursion
+
+.. math::
+    C_L = A, \qquad C_l = \mathrm{diag}(\sigma'_l)\, W_{l+1} C_{l+1} W_{l+1}^T\, \mathrm{diag}(\sigma'_l)
+                        + \mathrm{diag}(\sigma''_l \odot g_l), \qquad g_l = \delta_{l+1} W_{l+1}^T .
+
+Dropping every :math:`\sigma''` term and the first-order (second) term leaves the Gauss-Newton matrix
+:math:`\frac1N\sum_n J_n^T A_n J_n`; what they contribute is the residual. So ``C = G + S`` with
+``G`` (Gauss-Newton) and ``S`` (residual) each following the recursion on its own.
+
+**Contraction order.** Summed over examples each block is a sum of Kronecker products. Forming them per
+example would touch :math:`N P_l P_m` numbers; instead each term is one GEMM over the example axis,
+
+.. math::
+    [\tilde a_{l-1} \otimes \tilde a_{m-1}]^T [C_l J_{l \leftarrow m}] \;\; (N \text{ rows}, \; i i' \times o o')
+    \qquad\text{and}\qquad [\delta_l \otimes \tilde a_{m-1}]^T [\partial a_{l-1}/\partial z_m]
+    \;\; (o i' \times i o'),
+
+followed by a permutation of axes to the ``(i, o) x (i', o')`` layout of ``theta``. That is about
+:math:`2 N P^2` flops for the whole matrix, at the machine's GEMM rate, with only :math:`O(N(n^2))` per-example
+numbers materialized. Blocks are produced in row chunks so the work space stays a fraction of ``P x P``.
+"""
+from .backend import available_memory, device_of, namespace
+from .errors import HessianTooLargeError
+from .forward import augmented, backward_pass, forward_pass
+from .kernels import scatter_block
+
+PARTS = ("full", "gauss_newton", "residual")
+GIB = 2.0 ** 30
+
+
+def _workspace_budget(P):
+    """Elements allowed for one chunk's temporaries: 1/8 of the result, at least 2M."""
+    return max(1 << 21, (P * P) // 8)
+
+
+def hessian_memory_bytes(net, N, itemsize=8):
+    """Bytes ``hessian`` needs: the ``(P, P)`` result, three chunk temporaries and the per-example blocks."""
+    P, widths = net.num_params, net.sizes[1:]
+    per_example = sum(3 * a * b for i, a in enumerate(widths) for b in widths[: i + 1])
+    per_example += 2 * max((layer.fan_in + 1) * layer.fan_out for layer in net.layers)
+    return itemsize * (P * P + 3 * _workspace_budget(P) + N * per_example)
+
+
+def check_hessian_fits(net, N, itemsize, xp, max_memory=None):
+    """Raise ``HessianTooLargeError`` before allocating if the dense Hessian does not fit."""
+    need = hessian_memory_bytes(net, N, itemsize)
+    have = available_memory(xp) if max_memory is None else max_memory
+    if need > have:
+        P = net.num_params
+        raise HessianTooLargeError(
+            f"the exact Hessian of {net!r} is a {P} x {P} matrix: {P * P * itemsize / GIB:.2f} GiB, "
+            f"{need / GIB:.2f} GiB with work space, but only {have / GIB:.2f} GiB are available. "
+            "Use Lanczos on Hessian-vector products (net.hvp) for the extreme eigenvalues, shrink the net "
+            "(PCA or pooled inputs, narrower layers), or pass max_memory=<bytes> if you know better.")
+
+
+def _curvature_wrt_preactivations(fwd, act_grads, A, part):
+    r"""Per-example :math:`C_l = \partial^2\ell/\partial z_l^2` for each layer, ``(N, n_l, n_l)`` (None = zero).
+
+    ``part`` picks Gauss-Newton (``G``), residual (``S``) or both (``G + S``); see the module docstring.
+    """
+    xp = namespace(A)
+    L = len(fwd.params)
+    G = [None] * L
+    S = [None] * L
+    G[-1] = A
+    for l in range(L - 2, -1, -1):
+        W = fwd.params[l + 1][0]  # (n_l, n_{l+1})
+        s1 = fwd.dact[l]  # (N, n_l)
+
+        def sandwich(M):  # diag(s1) W M W^T diag(s1): (N, n_l, n_l)
+            return s1[:, :, None] * ((W @ M) @ W.T) * s1[:, None, :]
+
+        G[l] = sandwich(G[l + 1])
+        diag = fwd.d2act[l] * act_grads[l]  # sigma'' * dl/da: (N, n_l)
+        eye = xp.eye(diag.shape[1], dtype=diag.dtype, device=device_of(diag))
+        S[l] = diag[:, :, None] * eye + (sandwich(S[l + 1]) if S[l + 1] is not None else 0.0)
+    if part == "gauss_newton":
+        return G
+    if part == "residual":
+        return S
+    return [g if s is None else g + s for g, s in zip(G, S)]
+
+
+def _layer_jacobians(fwd):
+    r"""``J[l][m] = dz_l/dz_m: (N, n_l, n_m)`` for all m < l, by :math:`J_{l \leftarrow l-1} = W_l^T \mathrm{diag}(\sigma'_{l-1})`."""
+    L = len(fwd.params)
+    J = [dict() for _ in range(L)]
+    for l in range(1, L):
+        step = fwd.params[l][0].T[None, :, :] * fwd.dact[l - 1][:, None, :]  # (N, n_l, n_{l-1})
+        J[l][l - 1] = step
+        for m in range(l - 2, -1, -1):
+            J[l][m] = step @ J[l - 1][m]
+    return J
+
+
+def hessian(net, theta, X, y, part="full", max_memory=None):
+    """Exact ``(P, P)`` Hessian of the mean loss (``part="full"``, L2 included), or its Gauss-Newton part
+    (L2 included) or residual part; inputs already validated by ``MLP``."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    xp = namespace(theta, X)
+    N, P, L = X.shape[0], net.num_params, net.num_layers
+    check_hessian_fits(net, N, theta.dtype.itemsize if hasattr(theta.dtype, "itemsize") else 8, xp, max_memory)
+
+    params = net.unflatten(theta)
+    fwd = forward_pass(params, X, net.activation, order=2)
+    Z = fwd.outputs
+    deltas, act_grads = backward_pass(fwd, net.loss_fn.grad(Z, y))
+    C = _curvature_wrt_preactivations(fwd, act_grads, net.loss_fn.hessian(Z, y), part)
+    J = _layer_jacobians(fwd)
+    first_order = part != "gauss_newton"
+    inputs = [augmented(a) for a in fwd.inputs]  # (N, n_{l-1} + 1)
+
+    H = xp.zeros((P, P), dtype=theta.dtype, device=device_of(theta))
+    budget = _workspace_budget(P)
+    for l in range(L):
+        for m in range(l + 1):
+            M = C[l] if m == l or C[l] is None else C[l] @ J[l][m]  # (N, n_l, n_m) or None
+            if M is None and not (first_order and m < l):
+                continue
+            second = None
+            if first_order and m < l:
+                D = fwd.dact[l - 1][:, :, None] * (J[l - 1][m] if m < l - 1 else
+                                                    xp.eye(fwd.dact[m].shape[1], dtype=theta.dtype,
+                                                           device=device_of(theta)))  # da_{l-1}/dz_m
+                second = (deltas[l], D)
+            _accumulate_block(H, net.layers[l], net.layers[m], inputs[l], inputs[m], M, second, N, budget)
+    if net.l2 and part != "residual":
+        H = H + net.l2 * xp.eye(P, dtype=theta.dtype, device=device_of(theta))
+    return H
+
+
+def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
+    r"""Write block (l, m) of the Hessian (and its transpose, m < l) into ``H``, in chunks of rows.
+
+    a_l: (N, I) with I = fan_in_l + 1;  a_m: (N, I');  M: (N, O, O') or None;
+    second: None or (delta_l: (N, O), D: (N, I - 1, O')) for the first-order cross-layer term.
+    """
+    xp = namespace(a_l)
+    I, O = a_l.shape[1], layer_l.fan_out
+    Ip, Op = a_m.shape[1], layer_m.fan_out
+    B1 = None if M is None else xp.reshape(M, (N, O * Op)) / N
+    if second is not None:
+        delta, D = second
+        C2 = xp.reshape(delta[:, :, None] * a_m[:, None, :], (N, O * Ip)) / N  # (N, o i')
+    rows_per_chunk = max(1, min(I, budget // max(N * Ip, Ip * O * Op)))
+    for i0 in range(0, I, rows_per_chunk):
+        i1 = min(I, i0 + rows_per_chunk)
+        ic = i1 - i0
+        first = None
+        if B1 is not None:
+            C1 = xp.reshape(a_l[:, i0:i1, None] * a_m[:, None, :], (N, ic * Ip))  # (N, i i')
+            first = xp.reshape(C1.T @ B1, (ic, Ip, O, Op))  # (i, i', o, o')
+        cross = None
+        j1 = min(i1, I - 1)  # the bias row (index I - 1) has no first-order term
+        if second is not None and i0 < j1:
+            D_rows = xp.reshape(D[:, i0:j1, :], (N, (j1 - i0) * Op))  # (N, i o')
+            cross = xp.reshape(C2.T @ D_rows, (O, Ip, j1 - i0, Op))  # (o, i', i, o')
+        row0 = layer_l.start + i0 * O
+        scatter_block(H, first, cross, row0, layer_m.start, mirror=layer_m.start != layer_l.start)
+
+
+def hessian_from_hvps(net, theta, X, y, columns_per_call=64):
+    """The Hessian assembled column block by column block from ``net.hvp`` (the R-operator):
+    an independent second route to the same matrix, O(P / columns_per_call) HVP calls."""
+    xp = namespace(theta)
+    P = net.num_params
+    cols = []
+    for j0 in range(0, P, columns_per_call):
+        k = min(columns_per_call, P - j0)
+        E = xp.eye(P, k, k=-j0, dtype=theta.dtype, device=device_of(theta))  # columns j0..j0+k of I
+        cols.append(net.hvp(theta, X, y, E))
+    return xp.concat(cols, axis=1)
