@@ -131,11 +131,10 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
             if M is None and not (first_order and m < l):
                 continue
             second = None
-            if first_order and m < l:
-                D = fwd.dact[l - 1][:, :, None] * (J[l - 1][m] if m < l - 1 else
-                                                    xp.eye(fwd.dact[m].shape[1], dtype=theta.dtype,
-                                                           device=device_of(theta)))  # da_{l-1}/dz_m
-                second = (deltas[l], D)
+            if first_order and m == l - 1:  # da_{l-1}/dz_{l-1} = diag(sigma'_{l-1}): keep the diagonal only
+                second = (deltas[l], fwd.dact[l - 1], True)
+            elif first_order and m < l:
+                second = (deltas[l], fwd.dact[l - 1][:, :, None] * J[l - 1][m], False)  # da_{l-1}/dz_m
             _accumulate_block(H, net.layers[l], net.layers[m], inputs[l], inputs[m], M, second, N, budget)
     if net.l2 and part != "residual":
         H = H + net.l2 * xp.eye(P, dtype=theta.dtype, device=device_of(theta))
@@ -143,33 +142,43 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
 
 
 def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
-    r"""Write block (l, m) of the Hessian (and its transpose, m < l) into ``H``, in chunks of rows.
+    r"""Write block (l, m) of the Hessian and its transpose into ``H``, in chunks of rows.
 
     a_l: (N, I) with I = fan_in_l + 1;  a_m: (N, I');  M: (N, O, O') or None;
-    second: None or (delta_l: (N, O), D: (N, I - 1, O')) for the first-order cross-layer term.
+    second: None, or ``(delta_l: (N, O), D, diagonal)`` for the first-order cross-layer term with
+    ``D = da_{l-1}/dz_m``: (N, I - 1, O'), or its diagonal (N, I - 1) when m = l - 1. The diagonal case needs
+    one GEMM over i alone, a factor O' fewer flops than the general (i, o') one.
     """
     xp = namespace(a_l)
     I, O = a_l.shape[1], layer_l.fan_out
     Ip, Op = a_m.shape[1], layer_m.fan_out
+    diagonal_block = layer_l is layer_m
     B1 = None if M is None else xp.reshape(M, (N, O * Op)) / N
     if second is not None:
-        delta, D = second
+        delta, D, diagonal = second
         C2 = xp.reshape(delta[:, :, None] * a_m[:, None, :], (N, O * Ip)) / N  # (N, o i')
     rows_per_chunk = max(1, min(I, budget // max(N * Ip, Ip * O * Op)))
     for i0 in range(0, I, rows_per_chunk):
         i1 = min(I, i0 + rows_per_chunk)
         ic = i1 - i0
+        # A diagonal block is symmetric: rows i0:i1 need only the columns i' >= i0, the rest is mirrored.
+        c0 = i0 if diagonal_block else 0
         first = None
         if B1 is not None:
-            C1 = xp.reshape(a_l[:, i0:i1, None] * a_m[:, None, :], (N, ic * Ip))  # (N, i i')
-            first = xp.reshape(C1.T @ B1, (ic, Ip, O, Op))  # (i, i', o, o')
+            C1 = xp.reshape(a_l[:, i0:i1, None] * a_m[:, None, c0:], (N, ic * (Ip - c0)))  # (N, i i')
+            first = xp.reshape(C1.T @ B1, (ic, Ip - c0, O, Op))  # (i, i', o, o')
         cross = None
         j1 = min(i1, I - 1)  # the bias row (index I - 1) has no first-order term
         if second is not None and i0 < j1:
-            D_rows = xp.reshape(D[:, i0:j1, :], (N, (j1 - i0) * Op))  # (N, i o')
-            cross = xp.reshape(C2.T @ D_rows, (O, Ip, j1 - i0, Op))  # (o, i', i, o')
-        row0 = layer_l.start + i0 * O
-        scatter_block(H, first, cross, row0, layer_m.start, mirror=layer_m.start != layer_l.start)
+            jc = j1 - i0
+            if diagonal:
+                E = xp.reshape(C2.T @ D[:, i0:j1], (O, Ip, jc, 1))  # (o, i', i, 1), nonzero only at o' = i
+                on_diagonal = xp.eye(jc, Op, k=i0, dtype=E.dtype, device=device_of(E))  # [i0 + i == o']
+                cross = E * on_diagonal  # (o, i', i, o')
+            else:
+                D_rows = xp.reshape(D[:, i0:j1, :], (N, jc * Op))  # (N, i o')
+                cross = xp.reshape(C2.T @ D_rows, (O, Ip, jc, Op))  # (o, i', i, o')
+        scatter_block(H, first, cross, layer_l.start + i0 * O, layer_m.start + c0 * Op, mirror=True)
 
 
 def hessian_from_hvps(net, theta, X, y, columns_per_call=64):

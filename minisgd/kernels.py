@@ -44,25 +44,31 @@ def _compile_numba_kernel():
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def kernel(H, first, cross, use_first, jc, row0, col0, mirror):
-        ic, Ip, O, Op = first.shape if use_first else (jc, cross.shape[1], cross.shape[0], cross.shape[3])
+        if use_first:
+            ic, Ip, O, Op = first.shape
+        else:
+            ic, Ip, O, Op = jc, cross.shape[1], cross.shape[0], cross.shape[3]
         for i in numba.prange(ic):
-            tile = np.empty((O, Op), dtype=H.dtype)
+            r = row0 + i * O
             for ip in range(Ip):
-                for o in range(O):
-                    for op in range(Op):
-                        v = first[i, ip, o, op] if use_first else 0.0
-                        if i < jc:
-                            v += cross[o, ip, i, op]
-                        tile[o, op] = v
-                r = row0 + i * O
                 c = col0 + ip * Op
-                for o in range(O):  # the block: O rows of Op contiguous entries
-                    for op in range(Op):
-                        H[r + o, c + op] = tile[o, op]
-                if mirror:  # its transpose: Op rows of O contiguous entries
+                # One (O, O') tile at a time, branch-free inner loops so they vectorize.
+                if use_first:
+                    for o in range(O):
+                        for op in range(Op):
+                            H[r + o, c + op] = first[i, ip, o, op]
+                    if i < jc:
+                        for o in range(O):
+                            for op in range(Op):
+                                H[r + o, c + op] += cross[o, ip, i, op]
+                else:
+                    for o in range(O):
+                        for op in range(Op):
+                            H[r + o, c + op] = cross[o, ip, i, op]
+                if mirror:  # the transposed tile: O' rows of O contiguous entries, read back from cache
                     for op in range(Op):
                         for o in range(O):
-                            H[c + op, r + o] = tile[o, op]
+                            H[c + op, r + o] = H[r + o, c + op]
 
     return kernel
 

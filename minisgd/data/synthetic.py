@@ -1,0 +1,336 @@
+r"""Synthetic problems whose population (true distribution) is known, unlike MNIST's.
+
+Each problem is a *population* object with ``sample(n, rng) -> (X, y)`` that yields fresh draws on demand,
+plus a ``make_*`` function that draws a finite training set and a test set from it and returns a
+:class:`~minisgd.data.dataset.Dataset` whose ``population`` is that object. The true loss or gradient of a
+model is then ``E[l(x, y)]`` under the population, estimated to any accuracy by :func:`estimate_mean`, or in
+closed form for :class:`LinearGaussian`.
+
+Shapes: N examples, d inputs, K outputs. Loss convention (minisgd's ``mse``): ``l = 1/2 ||z - y||^2`` per
+example, summed over the K outputs, averaged over examples.
+
+Seeds: every function takes an ``int`` seed or a ``numpy.random.Generator``; nothing touches global state.
+A ``make_*(seed=s)`` derives independent streams for the problem itself, the training set and the test set
+from ``numpy.random.SeedSequence(s)``, so changing ``n_train`` does not change the test set or the teacher.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .dataset import Dataset
+from .errors import DataError
+
+__all__ = [
+    "Estimate",
+    "estimate_mean",
+    "TeacherStudent",
+    "LinearGaussian",
+    "TwoSpirals",
+    "make_teacher_student",
+    "make_linear_gaussian",
+    "make_two_spirals",
+    "as_generator",
+]
+
+
+def as_generator(rng: int | np.random.Generator | np.random.SeedSequence | None) -> np.random.Generator:
+    """A ``Generator`` from a seed, a ``SeedSequence`` or a ``Generator`` (returned as is). ``None`` is refused:
+    an unseeded draw would make a result irreproducible."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        raise DataError("pass a seed (int) or a numpy.random.Generator; None would make the draw irreproducible")
+    return np.random.default_rng(rng)
+
+
+def _streams(seed: int, k: int) -> list[np.random.Generator]:
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(k)]
+
+
+class Estimate(NamedTuple):
+    """A Monte Carlo mean: ``value`` and its standard error ``stderr`` (same shape), from ``n`` draws."""
+
+    value: np.ndarray
+    stderr: np.ndarray
+    n: int
+
+
+def estimate_mean(population, fn, n: int, rng, chunk_size: int = 10_000) -> Estimate:
+    r"""Estimate ``E[fn(X, y)]`` over the population from ``n`` fresh draws, in chunks.
+
+    ``fn(X, y)`` maps a chunk (B examples) to per-example values of shape (B, ...), e.g. per-example losses
+    (B,) or per-example gradients (B, P). Returns the sample mean and its standard error
+    :math:`\hat\sigma / \sqrt{n}` per entry (``ddof=1``); memory stays O(chunk_size), so ``n`` may be large.
+    """
+    if n < 2:
+        raise DataError(f"estimate_mean: need n >= 2 draws for a standard error, got {n}")
+    rng = as_generator(rng)
+    total = total_sq = None
+    shift = None  # subtract the first chunk's mean: sums of squares then lose no precision
+    done = 0
+    while done < n:
+        B = min(chunk_size, n - done)
+        X, y = population.sample(B, rng)
+        values = np.asarray(fn(X, y), dtype=np.float64)
+        if values.shape[0] != B:
+            raise DataError(f"estimate_mean: fn returned {values.shape[0]} rows for {B} examples")
+        if shift is None:
+            shift = values.mean(axis=0)
+            total = np.zeros_like(shift)
+            total_sq = np.zeros_like(shift)
+        centered = values - shift
+        total += centered.sum(axis=0)
+        total_sq += (centered**2).sum(axis=0)
+        done += B
+    mean = total / n
+    var = np.maximum(total_sq / n - mean**2, 0.0) * n / (n - 1)
+    return Estimate(value=shift + mean, stderr=np.sqrt(var / n), n=n)
+
+
+# ---- teacher-student -------------------------------------------------------------------------------------
+class TeacherStudent:
+    r"""A random teacher MLP labels Gaussian inputs.
+
+    .. math::
+        x \sim \mathcal N(0, I_d), \qquad z = c \cdot f_{\theta^*}(x) \in \mathbb R^K
+
+    regression: :math:`y = z + \sigma \varepsilon`, :math:`\varepsilon \sim \mathcal N(0, I_K)`, y (N, K);
+    classification: :math:`y \sim \mathrm{Categorical}(\mathrm{softmax}(z))`, y (N,) int64.
+
+    ``f`` is ``minisgd.MLP(sizes, activation)`` with ``sizes = [d, ..., K]`` and LeCun init from
+    ``teacher_seed``; ``c = output_scale`` (raise it to make classification labels less noisy).
+    """
+
+    def __init__(self, sizes, *, activation: str = "tanh", task: str = "regression", noise_std: float = 0.1,
+                 output_scale: float = 1.0, teacher_seed: int = 0):
+        from minisgd.mlp import MLP  # the core package; imported here so minisgd.data loads without it
+
+        if task not in ("regression", "classification"):
+            raise DataError(f"TeacherStudent: task must be 'regression' or 'classification', got {task!r}")
+        sizes = [int(s) for s in sizes]
+        if task == "classification" and sizes[-1] < 2:
+            raise DataError(f"TeacherStudent: classification needs K >= 2 outputs, got sizes {sizes}")
+        if noise_std < 0:
+            raise DataError(f"TeacherStudent: noise_std must be >= 0, got {noise_std}")
+        self.sizes, self.activation, self.task = sizes, activation, task
+        self.noise_std, self.output_scale = float(noise_std), float(output_scale)
+        self.net = MLP(sizes, activation=activation, loss="mse" if task == "regression" else "cross_entropy")
+        self.theta = np.asarray(self.net.init(seed=teacher_seed))
+
+    @property
+    def input_dim(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def num_outputs(self) -> int:
+        return self.sizes[-1]
+
+    def outputs(self, X: np.ndarray) -> np.ndarray:
+        """Teacher outputs z (N, K) for inputs X (N, d): the noiseless regression target, or the logits."""
+        return self.output_scale * np.asarray(self.net.forward(self.theta, X))
+
+    def probabilities(self, X: np.ndarray) -> np.ndarray:
+        """softmax(z) (N, K): the true class probabilities given x (classification)."""
+        Z = self.outputs(X)
+        Z = Z - Z.max(axis=1, keepdims=True)
+        P = np.exp(Z)
+        return P / P.sum(axis=1, keepdims=True)
+
+    def sample(self, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        """n fresh draws: X (n, d) float64, y (n, K) float64 or (n,) int64."""
+        rng = as_generator(rng)
+        X = rng.standard_normal((n, self.input_dim))
+        if self.task == "regression":
+            return X, self.outputs(X) + self.noise_std * rng.standard_normal((n, self.num_outputs))
+        # Inverse-CDF sampling: the first class whose cumulative probability exceeds u.
+        cdf = np.cumsum(self.probabilities(X), axis=1)
+        u = rng.random((n, 1)) * cdf[:, -1:]
+        y = np.minimum((cdf <= u).sum(axis=1), self.num_outputs - 1)
+        return X, y.astype(np.int64)
+
+    def bayes_risk(self, n: int = 200_000, rng=0) -> Estimate:
+        r"""The lowest population loss any predictor reaches (the teacher's own).
+
+        regression (mse): exactly :math:`K \sigma^2 / 2` (stderr 0); classification (cross-entropy):
+        the expected entropy :math:`E_x[H(\mathrm{softmax}(z(x)))]`, by Monte Carlo over ``n`` inputs.
+        """
+        if self.task == "regression":
+            return Estimate(np.float64(self.num_outputs * self.noise_std**2 / 2), np.float64(0.0), 0)
+
+        def entropy(X, _y):
+            P = self.probabilities(X)
+            return -(P * np.log(np.clip(P, 1e-300, None))).sum(axis=1)
+
+        return estimate_mean(self, entropy, n, rng)
+
+
+def make_teacher_student(d: int = 10, hidden=(32,), K: int = 1, *, task: str = "regression",
+                         activation: str = "tanh", noise_std: float = 0.1, output_scale: float = 1.0,
+                         n_train: int = 1000, n_test: int = 1000, seed: int = 0) -> Dataset:
+    """A :class:`TeacherStudent` problem with sizes ``[d, *hidden, K]`` and finite train and test sets."""
+    teacher_rng, train_rng, test_rng = _streams(seed, 3)
+    pop = TeacherStudent([d, *hidden, K], activation=activation, task=task, noise_std=noise_std,
+                         output_scale=output_scale, teacher_seed=int(teacher_rng.integers(2**63)))
+    Xtr, ytr = pop.sample(n_train, train_rng)
+    Xte, yte = pop.sample(n_test, test_rng)
+    return Dataset(
+        name="teacher-student", X_train=Xtr, y_train=ytr, X_test=Xte, y_test=yte,
+        num_classes=K if task == "classification" else None, task=task, population=pop,
+        preprocessing=({"op": "synthetic", "problem": "teacher-student", "sizes": pop.sizes,
+                        "activation": activation, "task": task, "noise_std": float(noise_std),
+                        "output_scale": float(output_scale), "n_train": n_train, "n_test": n_test,
+                        "seed": seed},),
+    )
+
+
+# ---- linear-Gaussian regression --------------------------------------------------------------------------
+class LinearGaussian:
+    r"""Linear regression with Gaussian inputs; the population loss and gradient are known in closed form.
+
+    .. math::
+        x \sim \mathcal N(0, \Sigma), \quad y = x^\top w^* + \varepsilon, \quad \varepsilon \sim \mathcal N(0, s^2)
+
+        L(w) = \tfrac12 E(x^\top w - y)^2 = \tfrac12 (w - w^*)^\top \Sigma (w - w^*) + \tfrac{s^2}{2},
+        \qquad \nabla L(w) = \Sigma (w - w^*), \qquad \nabla^2 L = \Sigma.
+
+    With a bias b (prediction :math:`x^\top w + b`), because :math:`E x = 0` and ε is independent of x,
+
+    .. math::
+        L(w, b) = \tfrac12 (w - w^*)^\top \Sigma (w - w^*) + \tfrac12 b^2 + \tfrac{s^2}{2},
+        \qquad \partial L / \partial b = b.
+
+    So the functions below take ``params`` of length d (``w``, no bias) or d + 1 (the ``theta`` of
+    ``minisgd.MLP([d, 1], activation="identity", loss="mse")``, laid out ``[W[:, 0], b]``), and return a
+    gradient of the same length; the MLP's ``mse`` loss averaged over fresh draws converges to this L.
+    """
+
+    def __init__(self, Sigma, w_star, noise_std: float):
+        Sigma = np.asarray(Sigma, dtype=np.float64)
+        w_star = np.asarray(w_star, dtype=np.float64)
+        d = w_star.shape[0]
+        if w_star.ndim != 1 or Sigma.shape != (d, d):
+            raise DataError(f"LinearGaussian: w_star must be (d,) and Sigma (d, d); got {w_star.shape}, {Sigma.shape}")
+        if not np.allclose(Sigma, Sigma.T):
+            raise DataError("LinearGaussian: Sigma must be symmetric")
+        try:
+            self._chol = np.linalg.cholesky(Sigma)  # x = L g, g ~ N(0, I): Cov x = L L^T = Sigma
+        except np.linalg.LinAlgError as exc:
+            raise DataError("LinearGaussian: Sigma must be positive definite") from exc
+        self.Sigma, self.w_star, self.noise_std = Sigma, w_star, float(noise_std)
+
+    @property
+    def input_dim(self) -> int:
+        return self.w_star.shape[0]
+
+    @property
+    def min_loss(self) -> float:
+        """L(w*) = s^2 / 2, the noise floor."""
+        return self.noise_std**2 / 2
+
+    def _split(self, params) -> tuple[np.ndarray, float, bool]:
+        params = np.asarray(params, dtype=np.float64)
+        d = self.input_dim
+        if params.shape == (d,):
+            return params, 0.0, False
+        if params.shape == (d + 1,):
+            return params[:d], float(params[d]), True
+        raise DataError(f"LinearGaussian: params must have shape ({d},) or ({d + 1},) (w then bias), got {params.shape}")
+
+    def sample(self, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        """n fresh draws: X (n, d), y (n, 1) (the (N, K) target layout of the mse loss, K = 1)."""
+        rng = as_generator(rng)
+        X = rng.standard_normal((n, self.input_dim)) @ self._chol.T  # rows x_n = L g_n
+        y = X @ self.w_star + self.noise_std * rng.standard_normal(n)
+        return X, y[:, None]
+
+    def population_loss(self, params) -> float:
+        """L(w) or L(w, b), see the class docstring."""
+        w, b, _ = self._split(params)
+        r = w - self.w_star
+        return float(0.5 * r @ self.Sigma @ r + 0.5 * b * b + self.min_loss)
+
+    def population_gradient(self, params) -> np.ndarray:
+        """Sigma (w - w*), with b appended when params include the bias; same shape as params."""
+        w, b, has_bias = self._split(params)
+        g = self.Sigma @ (w - self.w_star)
+        return np.append(g, b) if has_bias else g
+
+    def population_hessian(self, with_bias: bool = False) -> np.ndarray:
+        """Sigma (d, d), or blockdiag(Sigma, 1) (d+1, d+1) with the bias."""
+        if not with_bias:
+            return self.Sigma.copy()
+        d = self.input_dim
+        H = np.zeros((d + 1, d + 1))
+        H[:d, :d] = self.Sigma
+        H[d, d] = 1.0
+        return H
+
+    def per_example_gradients(self, params, X, y) -> np.ndarray:
+        """g_n = (x_n^T w + b - y_n) [x_n, 1]: (N, d) or (N, d+1); their mean estimates the gradient."""
+        w, b, has_bias = self._split(params)
+        r = X @ w + b - np.asarray(y).reshape(-1)  # (N,)
+        G = r[:, None] * X
+        return np.hstack([G, r[:, None]]) if has_bias else G
+
+
+def make_linear_gaussian(d: int = 10, *, noise_std: float = 0.5, condition_number: float = 10.0,
+                         n_train: int = 1000, n_test: int = 1000, seed: int = 0) -> Dataset:
+    """A :class:`LinearGaussian` problem: Sigma = Q diag(lambda) Q^T with lambda geometric from 1 down to
+    1/condition_number and Q a uniformly random rotation; w* ~ N(0, I_d). Targets y: (N, 1)."""
+    problem_rng, train_rng, test_rng = _streams(seed, 3)
+    lam = np.geomspace(1.0, 1.0 / condition_number, d)
+    Q, R = np.linalg.qr(problem_rng.standard_normal((d, d)))
+    Q = Q * np.sign(np.diag(R))  # sign fix makes Q Haar-distributed
+    pop = LinearGaussian((Q * lam) @ Q.T, problem_rng.standard_normal(d), noise_std)
+    Xtr, ytr = pop.sample(n_train, train_rng)
+    Xte, yte = pop.sample(n_test, test_rng)
+    return Dataset(
+        name="linear-gaussian", X_train=Xtr, y_train=ytr, X_test=Xte, y_test=yte, task="regression",
+        population=pop,
+        preprocessing=({"op": "synthetic", "problem": "linear-gaussian", "d": d, "noise_std": float(noise_std),
+                        "condition_number": float(condition_number), "n_train": n_train, "n_test": n_test,
+                        "seed": seed},),
+    )
+
+
+# ---- two spirals -----------------------------------------------------------------------------------------
+class TwoSpirals:
+    r"""Two interleaved spirals in the plane (d = 2, K = 2), for drawing decision boundaries and landscapes.
+
+    Class 0: :math:`t \sim U(0, 1)`, :math:`p = t\,(\cos 2\pi T t, \sin 2\pi T t)` with T = ``turns``;
+    class 1: :math:`-p`, the same spiral rotated by π. Then :math:`x = p + \sigma \varepsilon`,
+    :math:`\varepsilon \sim \mathcal N(0, I_2)`, σ = ``noise``. Equal class priors.
+    """
+
+    def __init__(self, noise: float = 0.1, turns: float = 1.5):
+        if noise < 0 or turns <= 0:
+            raise DataError(f"TwoSpirals: need noise >= 0 and turns > 0, got {noise}, {turns}")
+        self.noise, self.turns = float(noise), float(turns)
+
+    def sample(self, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        """n fresh draws: X (n, 2), y (n,) int64."""
+        rng = as_generator(rng)
+        y = rng.integers(0, 2, size=n)
+        t = rng.random(n)
+        angle = 2 * math.pi * self.turns * t
+        P = t[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)  # (n, 2)
+        P *= np.where(y == 1, -1.0, 1.0)[:, None]
+        return P + self.noise * rng.standard_normal((n, 2)), y.astype(np.int64)
+
+
+def make_two_spirals(n_train: int = 1000, n_test: int = 1000, *, noise: float = 0.1, turns: float = 1.5,
+                     seed: int = 0) -> Dataset:
+    """A :class:`TwoSpirals` problem as a dataset (K = 2, d = 2)."""
+    train_rng, test_rng = _streams(seed, 2)
+    pop = TwoSpirals(noise, turns)
+    Xtr, ytr = pop.sample(n_train, train_rng)
+    Xte, yte = pop.sample(n_test, test_rng)
+    return Dataset(
+        name="two-spirals", X_train=Xtr, y_train=ytr, X_test=Xte, y_test=yte, num_classes=2, population=pop,
+        preprocessing=({"op": "synthetic", "problem": "two-spirals", "noise": float(noise), "turns": float(turns),
+                        "n_train": n_train, "n_test": n_test, "seed": seed},),
+    )
