@@ -137,8 +137,17 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
                 second = (deltas[l], fwd.dact[l - 1][:, :, None] * J[l - 1][m], False)  # da_{l-1}/dz_m
             _accumulate_block(H, net.layers[l], net.layers[m], inputs[l], inputs[m], M, second, N, budget)
     if net.l2 and part != "residual":
-        H = H + net.l2 * xp.eye(P, dtype=theta.dtype, device=device_of(theta))
+        _add_to_diagonal(H, net.l2)
     return H
+
+
+def _add_to_diagonal(H, value, chunk=1024):
+    """``H += value * I`` in place, one ``(chunk, chunk)`` diagonal tile at a time (no P x P temporary)."""
+    xp = namespace(H)
+    P = H.shape[0]
+    for r0 in range(0, P, chunk):
+        r1 = min(P, r0 + chunk)
+        H[r0:r1, r0:r1] = H[r0:r1, r0:r1] + value * xp.eye(r1 - r0, dtype=H.dtype, device=device_of(H))
 
 
 def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
@@ -186,9 +195,9 @@ def hessian_from_hvps(net, theta, X, y, columns_per_call=64):
     an independent second route to the same matrix, O(P / columns_per_call) HVP calls."""
     xp = namespace(theta)
     P = net.num_params
-    cols = []
+    H = xp.empty((P, P), dtype=theta.dtype, device=device_of(theta))
     for j0 in range(0, P, columns_per_call):
         k = min(columns_per_call, P - j0)
         E = xp.eye(P, k, k=-j0, dtype=theta.dtype, device=device_of(theta))  # columns j0..j0+k of I
-        cols.append(net.hvp(theta, X, y, E))
-    return xp.concat(cols, axis=1)
+        H[:, j0:j0 + k] = net.hvp(theta, X, y, E)
+    return H

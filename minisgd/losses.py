@@ -97,12 +97,17 @@ class SquaredError:
             raise LabelError("mse targets contain NaN or inf; clean the data first")
         return y
 
+    @staticmethod
+    def _residuals(Z, y):
+        # (N,) targets against (N, 1) outputs would broadcast to (N, N); make them a column first.
+        return Z - (namespace(y).reshape(y, (-1, 1)) if y.ndim == 1 else y)
+
     def value(self, Z, y):
         xp = namespace(Z)
-        return 0.5 * xp.sum((Z - y) ** 2, axis=1)
+        return 0.5 * xp.sum(self._residuals(Z, y) ** 2, axis=1)
 
     def grad(self, Z, y):
-        return Z - y
+        return self._residuals(Z, y)
 
     def hessian(self, Z, y):
         xp = namespace(Z)
