@@ -15,7 +15,7 @@ Public API::
     Hv = net.hvp(theta, X, y, V)                    # (P,) or (P, k)
     H = net.hessian(theta, X, y)                    # (P, P)
 """
-from . import activations, backend, errors, losses
+from . import activations, backend, errors, losses, spectrum
 from .errors import (BackendUnavailableError, HessianTooLargeError, LabelError, NonFiniteError,
                      ShapeError)
 from .hessian import hessian_from_hvps, hessian_memory_bytes
