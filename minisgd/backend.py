@@ -32,9 +32,9 @@ def _cupy():
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CuPy raises its own CUDA error types when no driver is present
         raise BackendUnavailableError(f"device='gpu': CuPy is installed but found no usable CUDA device ({exc}); "
-                                      "use device='cpu' or run on a machine with an NVIDIA GPU") from exc
+                                      f"use device='cpu', or {GPU_INSTALL_HINT}") from exc
     if count == 0:
-        raise BackendUnavailableError("device='gpu': CuPy found no CUDA device; use device='cpu'")
+        raise BackendUnavailableError(f"device='gpu': CuPy found no CUDA device; use device='cpu', or {GPU_INSTALL_HINT}")
     return cupy
 
 

@@ -112,6 +112,11 @@ def test_float32_X_is_cast_to_theta_dtype():
     ref_loss, ref_g = p.net.loss_and_grad(p.theta, p.X.astype(np.float32).astype(np.float64), p.y)
     assert loss == pytest.approx(ref_loss, rel=1e-14)  # identical computation after the cast
     np.testing.assert_allclose(to_numpy(g), to_numpy(ref_g), rtol=1e-14, atol=0)
+    # and the other way round: float32 theta with float64 X computes (and returns) float32
+    t32 = p.theta.astype(np.float32)
+    for what in ("loss_and_grad", "per_example_grads", "hvp", "hessian", "forward"):
+        res = compute(p.net, t32, p.X, p.y, np.ones((p.P, 2), dtype=np.float32), what)
+        assert to_numpy(_array_of(res)).dtype == np.float32, f"{what}: X must be cast to theta's float32"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cases import CASES, num_params, reference_forward, reference_loss_values, reference_unflatten
+from cases import CASES, KINK_MARGIN, num_params, reference_forward, reference_loss_values, reference_unflatten
 from minisgd import MLP
 from minisgd.backend import to_numpy
 from minisgd.testing import (assert_allclose_relative, check_gradient, check_jacobian_vector,
@@ -71,6 +71,29 @@ def test_predict_and_accuracy(problem):
         assert p.net.accuracy(p.theta, p.X, p.y) == pytest.approx(np.mean(pred == p.y), abs=1e-15)
     else:
         np.testing.assert_array_equal(pred, Z)
+
+
+RELU_CASES = [c for c in CASES if c.activation == "relu"]
+
+
+@pytest.mark.parametrize("case", RELU_CASES, ids=[c.id for c in RELU_CASES])
+def test_relu_cases_are_clear_of_kinks(case):
+    """Validates the test data, not the library: finite differences on ReLU nets are only meaningful if
+    no stencil theta +- h u (h = 1e-5, |u| = 1) flips a ReLU. Check a 100x larger step (1e-3) along every
+    coordinate and 20 random unit directions: the sign pattern of every hidden pre-activation is unchanged."""
+    from cases import reference_forward
+
+    p = case.problem()
+    assert p.pre_activation_margin() >= KINK_MARGIN
+    _, pre = reference_forward(case.sizes, case.activation, p.theta, p.X, return_pre=True)
+    signs = [np.sign(z) for z in pre]
+    rng = np.random.default_rng(0)
+    U = rng.standard_normal((20, p.P))
+    U /= np.linalg.norm(U, axis=1, keepdims=True)
+    for u in np.vstack([np.eye(p.P), U]):
+        for s in (+1e-3, -1e-3):
+            _, pre_s = reference_forward(case.sizes, case.activation, p.theta + s * u, p.X, return_pre=True)
+            assert all(np.array_equal(np.sign(z), sg) for z, sg in zip(pre_s, signs))
 
 
 # ---------------------------------------------------------------------------------------------------

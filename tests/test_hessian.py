@@ -176,3 +176,16 @@ def test_chunked_assembly_matches_unchunked(problem, part, monkeypatch):
     chunked = to_numpy(getattr(p.net, part)(p.theta, p.X, p.y))
     # same GEMMs on row subsets: only BLAS blocking differs, 1e-12 relative to the largest entry
     assert_allclose_relative(chunked, whole, rtol=1e-12, relative_to="max", what=f"{p.case.id} {part} chunked")
+
+
+def test_hessian_from_hvps_matches_hessian(problem):
+    """``minisgd.hessian_from_hvps`` (exported helper) assembles H from blocks of HVP columns."""
+    import minisgd
+
+    if not hasattr(minisgd, "hessian_from_hvps"):
+        pytest.skip("minisgd.hessian_from_hvps is not exported")
+    p = problem
+    H_cols = to_numpy(minisgd.hessian_from_hvps(p.net, p.theta, p.X, p.y, columns_per_call=7))
+    # two exact routes, different summation orders: 1e-10 relative to the largest entry (as hvp vs hessian)
+    assert_allclose_relative(H_cols, hessian(p), rtol=1e-10, relative_to="max",
+                             what=f"{p.case.id} hessian_from_hvps vs hessian")
