@@ -123,7 +123,9 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
     first_order = part != "gauss_newton"
     inputs = [augmented(a) for a in fwd.inputs]  # (N, n_{l-1} + 1)
 
-    H = xp.zeros((P, P), dtype=theta.dtype, device=device_of(theta))
+    # Every block of the full and Gauss-Newton matrices is written; the residual has all-zero blocks.
+    allocate = xp.zeros if part == "residual" else xp.empty
+    H = allocate((P, P), dtype=theta.dtype, device=device_of(theta))
     budget = _workspace_budget(P)
     for l in range(L):
         for m in range(l + 1):
@@ -165,7 +167,7 @@ def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
     B1 = None if M is None else xp.reshape(M, (N, O * Op)) / N
     if second is not None:
         delta, D, diagonal = second
-        C2 = xp.reshape(delta[:, :, None] * a_m[:, None, :], (N, O * Ip)) / N  # (N, o i')
+        C2 = xp.reshape((delta / N)[:, :, None] * a_m[:, None, :], (N, O * Ip))  # (N, o i')
     rows_per_chunk = max(1, min(I, budget // max(N * Ip, Ip * O * Op)))
     for i0 in range(0, I, rows_per_chunk):
         i1 = min(I, i0 + rows_per_chunk)
