@@ -143,6 +143,26 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
     return H
 
 
+def hessian_diagonal(net, theta, X, y):
+    r"""``(P,)`` exact diagonal of the Hessian in O(N P) work, no ``P x P`` matrix.
+
+    A diagonal entry lies in a diagonal block, where the first-order cross-layer term vanishes:
+    :math:`H_{(i,o),(i,o)} = rac1N \sum_n 	ilde a_{l-1,n,i}^2\, [C_{l,n}]_{oo} + \lambda`,
+    one GEMM per layer: :math:`(	ilde a_{l-1}^{\odot 2})^T \mathrm{diag}(C_l) / N`.
+    """
+    xp = namespace(theta, X)
+    N = X.shape[0]
+    fwd = forward_pass(net.unflatten(theta), X, net.activation, order=2)
+    Z = fwd.outputs
+    _, act_grads = backward_pass(fwd, net.loss_fn.grad(Z, y))
+    C = _curvature_wrt_preactivations(fwd, act_grads, net.loss_fn.hessian(Z, y), "full")
+    pieces = []
+    for a, C_l in zip(fwd.inputs, C):
+        a_sq = augmented(a) ** 2  # (N, n_{l-1} + 1)
+        pieces.append(xp.reshape(a_sq.T @ xp.linalg.diagonal(C_l) / N, (-1,)))  # (n_{l-1} + 1) x n_l
+    return xp.concat(pieces) + net.l2
+
+
 def _add_to_diagonal(H, value, chunk=1024):
     """``H += value * I`` in place, one ``(chunk, chunk)`` diagonal tile at a time (no P x P temporary)."""
     xp = namespace(H)

@@ -214,6 +214,18 @@ class MLP:
         theta, X, y = self._checked(theta, X, y)
         return hvp.hessian_vector_product(self, theta, X, y, self._checked_directions(theta, V))
 
+    def per_example_hvps(self, theta, X, y, v):
+        """``(N, P)`` per-example Hessian-vector products ``(H_n + l2 I) v`` for one ``v: (P,)``."""
+        theta, X, y = self._checked(theta, X, y)
+        v = self._checked_directions(theta, v)
+        if v.ndim != 1:
+            raise ShapeError(f"per_example_hvps takes one direction v of shape ({self.num_params},)")
+        return hvp.per_example_hvps(self, theta, X, y, v)
+
+    def hessian_diagonal(self, theta, X, y):
+        """``(P,)`` exact diagonal of the Hessian, without forming it; see ``minisgd.hessian``."""
+        return hessian.hessian_diagonal(self, *self._checked(theta, X, y))
+
     def hessian(self, theta, X, y, max_memory=None):
         """Exact Hessian ``(P, P)`` of the mean loss plus L2; see ``minisgd.hessian``."""
         return hessian.hessian(self, *self._checked(theta, X, y), part="full", max_memory=max_memory)

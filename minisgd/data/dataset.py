@@ -197,7 +197,8 @@ class Dataset:
     def describe(self) -> str:
         """A few human-readable lines (the CLI and the scenarios print them; this module prints nothing)."""
         kind = f"{self.num_classes} classes" if self.task == "classification" else f"K={self.output_dim} targets"
-        sizes = f"train {self.num_train}, " + (f"val {self.num_val}, " if self.num_val else "") + f"test {self.num_test}"
+        val = f"val {self.num_val}, " if self.num_val else ""
+        sizes = f"train {self.num_train}, {val}test {self.num_test}"
         lines = [f"{self.name}: {self.task}, {kind}, d={self.input_dim} inputs ({self.device})", f"  {sizes}"]
         if self.image_shape:
             lines.append(f"  images {self.image_shape[0]}x{self.image_shape[1]}")

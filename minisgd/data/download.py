@@ -62,7 +62,8 @@ def _fetch_once(
     desc: str,
 ) -> tuple[str, str]:
     """Stream ``url`` into the open binary file ``tmp``; return (sha256 of payload, sha256 of file)."""
-    from tqdm.auto import tqdm
+    # The terminal bar, not tqdm.auto: the notebook variant needs ipywidgets, which minisgd does not require.
+    from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
@@ -88,7 +89,8 @@ def _fetch_once(
             while True:
                 try:
                     chunk = response.read(_CHUNK)
-                except (http.client.HTTPException, OSError, ValueError, EOFError) as exc:  # IncompleteRead, reset, timeout
+                # IncompleteRead (an HTTPException), connection reset, socket timeout
+                except (http.client.HTTPException, OSError, ValueError, EOFError) as exc:
                     raise _Transient(f"transfer cut after {received} bytes: {exc!r}") from exc
                 if not chunk:
                     break

@@ -166,9 +166,9 @@ def make_gaussian_mixture(K: int = 2, d: int = 2, *, separation: float = 3.0, si
                           n_train: int = 1000, n_test: int = 1000, seed: int = 0) -> Dataset:
     """A :class:`GaussianMixture` dataset.
 
-    ``means`` (K, d) if given (then K and d are read from it); else for K = 2, ``±(separation/2) u`` with u a random unit vector, so the
-    Bayes error is Φ(-separation / (2 sigma)) exactly; for K > 2, means ~ N(0, separation² / (2d) I_d), so
-    that E||mu_i - mu_j||² = separation².
+    ``means`` (K, d) if given (then K and d are read from it); else for K = 2, ``±(separation/2) u`` with u a
+    random unit vector, so the Bayes error is Φ(-separation / (2 sigma)) exactly; for K > 2,
+    means ~ N(0, separation² / (2d) I_d), so that E||mu_i - mu_j||² = separation².
     """
     problem_rng, train_rng, test_rng = _streams(seed, 3)
     means_given = means is not None

@@ -109,9 +109,14 @@ def avg_pool_images(images: np.ndarray, factor: int) -> np.ndarray:
     N, H, W = images.shape
     if factor < 1 or H % factor or W % factor:
         raise DataError(f"avg_pool_images: factor {factor} must be >= 1 and divide the image size {H}x{W}")
-    # (N, H, W) -> (N, H/f, f, W/f, f): block (i, j) is [:, i, :, j, :].
-    blocks = images.reshape(N, H // factor, factor, W // factor, factor)
-    return blocks.mean(axis=(2, 4))
+    # Sum the f^2 strided sub-images images[:, a::f, b::f], each (N, H/f, W/f): contiguous-output adds, 5x
+    # faster for MNIST than reshape(N, H/f, f, W/f, f).mean(axis=(2, 4)), which reduces over strided axes.
+    out = np.zeros((N, H // factor, W // factor), dtype=np.result_type(images.dtype, np.float64))
+    for a in range(factor):
+        for b in range(factor):
+            out += images[:, a::factor, b::factor]
+    out /= factor * factor
+    return out
 
 
 def avg_pool(ds: Dataset, factor: int = 2) -> Dataset:
@@ -180,6 +185,9 @@ class PCA:
         return Z @ self.components.T + self.mean
 
 
+_PCA_BLOCK = 8192  # rows per block when forming the covariance
+
+
 def fit_pca(X: np.ndarray, dim: int) -> PCA:
     """Fit a :class:`PCA` of ``dim`` components to X (N, D).
 
@@ -194,9 +202,13 @@ def fit_pca(X: np.ndarray, dim: int) -> PCA:
     if not 1 <= dim <= D:
         raise DataError(f"fit_pca: dim must be in [1, {D}] for {D} features, got {dim}")
     mean = X.mean(axis=0)
-    Xc = X - mean  # (N, D)
-    cov = (Xc.T @ Xc) / N  # (D, D), 1/N convention
-    del Xc
+    # Center in row blocks: as accurate as centering X at once, without a second (N, D) array, whose
+    # allocation alone (page faults) costs as much as the GEMM for MNIST.
+    cov = np.zeros((D, D))
+    for start in range(0, N, _PCA_BLOCK):
+        block = X[start:start + _PCA_BLOCK] - mean  # (B, D)
+        cov += block.T @ block
+    cov /= N  # (D, D), 1/N convention
     cov = (cov + cov.T) / 2  # exact symmetry, so eigh sees the matrix it assumes
     evals, evecs = np.linalg.eigh(cov)  # ascending
     evals = np.clip(evals, 0.0, None)  # rounding can leave tiny negatives in a PSD matrix

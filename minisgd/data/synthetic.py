@@ -238,7 +238,9 @@ class LinearGaussian:
             return params, 0.0, False
         if params.shape == (d + 1,):
             return params[:d], float(params[d]), True
-        raise DataError(f"LinearGaussian: params must have shape ({d},) or ({d + 1},) (w then bias), got {params.shape}")
+        raise DataError(
+            f"LinearGaussian: params must have shape ({d},) or ({d + 1},) (w then bias), got {params.shape}"
+        )
 
     def sample(self, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
         """n fresh draws: X (n, d), y (n, 1) (the (N, K) target layout of the mse loss, K = 1)."""

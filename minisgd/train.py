@@ -1,0 +1,446 @@
+r"""The trainer: minibatch SGD-type training that records exactly what it did and measures as it goes.
+
+::
+
+    cfg = TrainConfig(optimizer="adam", lr=1e-3, batch_size=256, sampling="shuffle", epochs=20, seed=0,
+                      checkpoint_every=500, out="runs/sb")
+    result = train(net, theta0, data, cfg, callbacks=[every(200, top_eigenvalue)])
+    result.theta, result.history["test_acc"], result.history["top_eigenvalue"]
+    result = train(net, theta0, data, cfg, resume="runs/sb")     # bit-identical continuation on the CPU
+
+Step ``t`` (0-based) draws batch :math:`\mathcal B_t` (:mod:`minisgd.sampling`), computes the minibatch loss and
+gradient at :math:`\theta_t`, and applies the optimizer's rule (:mod:`minisgd.optim`) with
+:math:`\eta_t` and :math:`B_t` from the schedules (:mod:`minisgd.schedules`). The history is a dict of lists:
+
+* per step ``t`` (one entry each): ``step`` (t), ``epoch``, ``lr``, ``batch_size``, ``loss`` (minibatch loss at
+  :math:`\theta_t`, before the update), ``grad_norm`` (:math:`\lVert g_t \rVert`), ``examples`` (examples
+  processed before step t: the compute spent to reach :math:`\theta_t`), ``wall_time`` (seconds, cumulative).
+* per evaluation (at step 0, every ``eval_every`` steps or epochs, and at the end): ``eval_step``,
+  ``eval_epoch``, ``eval_examples``, ``eval_wall_time``, ``train_loss``, ``test_loss`` (mean loss + L2 on the
+  whole split, or on ``eval_subset`` training examples), ``train_acc`` and ``test_acc`` for classification,
+  ``val_*`` when the data has a validation split.
+* per measurement (:mod:`minisgd.callbacks`): ``name`` and ``name + "_step"``.
+
+Stopping: an epoch budget, a step budget, an example budget (a step that would exceed it is not taken), a target
+training loss (checked at each evaluation), or a measurement raising ``StopTraining``. The run ends with an
+evaluation (if the last one was earlier) and a checkpoint (if ``out`` is set).
+"""
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .backend import device_of, namespace, to_numpy
+from .callbacks import StopTraining
+from .errors import NonFiniteError
+from .optim import make_optimizer, state_arrays
+from .sampling import SAMPLING, Sampler
+from .schedules import as_batch_schedule, as_lr_schedule, describe, lr_unit
+
+EVAL_UNITS = ("step", "epoch")
+# Keys that may differ when resuming: the budgets (to extend a run) and where / how often to checkpoint.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "max_examples", "target_loss", "checkpoint_every", "out")
+
+
+class DivergenceError(RuntimeError):
+    """The loss became non-finite or exceeded ``divergence_factor`` times the first minibatch loss.
+
+    Attributes: ``theta`` (the last parameters whose loss was finite and below the limit), ``history`` (every
+    measurement up to the failing step), ``step`` (the step whose loss failed, = ``len(history["step"])``),
+    ``loss`` (the failing value), ``opt_state`` (the optimizer state that goes with ``theta``).
+    """
+
+    def __init__(self, message, *, theta, history, step, loss, opt_state):
+        super().__init__(message)
+        self.theta, self.history, self.step, self.loss, self.opt_state = theta, history, step, loss, opt_state
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run (stored with each checkpoint and checked on resume)."""
+
+    optimizer: object = "sgd"  # "sgd", "momentum", "nesterov", "adam", or an optimizer object (minisgd.optim)
+    lr: object = 0.1  # step size: a float, or a schedule of the step / epoch (minisgd.schedules)
+    momentum: float = 0.9  # mu of "momentum" and "nesterov"
+    betas: tuple = (0.9, 0.999)  # beta1, beta2 of "adam"
+    eps: float = 1e-8  # epsilon of "adam", added to sqrt(v_hat)
+    weight_decay: float = 0.0  # optimizer weight decay lambda (not the net's l2, which is part of the loss)
+    decoupled_weight_decay: bool = False  # False: L2 (g + lambda theta); True: decoupled (AdamW)
+    batch_size: object = 128  # B: an int, or a schedule of the epoch; capped at N; ignored for sampling="full"
+    sampling: str = "shuffle"  # "shuffle" (epochs without replacement), "replacement" (i.i.d.), "full" (GD)
+    drop_last: bool = False  # drop the last partial batch of each epoch
+    epochs: int | None = None  # stop after this many epochs
+    max_steps: int | None = None  # stop after this many updates
+    max_examples: int | None = None  # stop before a step that would take the examples processed past this
+    target_loss: float | None = None  # stop once the evaluated training loss is <= this
+    seed: int = 0  # seeds the minibatch sequence (the initial theta is the caller's)
+    eval_every: int | None = 1  # evaluate every this many eval_units (and at step 0 and the end); None: at the end
+    eval_unit: str = "epoch"  # "epoch" or "step"
+    eval_subset: int | None = None  # evaluate the training loss on this many fixed, seeded examples; None: all
+    eval_batch_size: int = 8192  # examples per forward pass in evaluations (memory, not results)
+    log_grad_norm: bool = True  # record |g_t| every step (one O(P) reduction)
+    divergence_factor: float | None = 100.0  # diverged when a loss > this x the first minibatch loss; None: off
+    checkpoint_every: int | None = None  # write a checkpoint every this many steps (needs out)
+    out: str | None = None  # checkpoint folder; the final state and a diverged run are written there too
+
+    def __post_init__(self):
+        if self.sampling not in SAMPLING:
+            raise ValueError(f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
+        if self.eval_unit not in EVAL_UNITS:
+            raise ValueError(f"eval_unit must be one of {EVAL_UNITS}, got {self.eval_unit!r}")
+        for name in ("epochs", "max_steps", "max_examples", "eval_every", "checkpoint_every", "eval_subset"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value < (1 if name in ("eval_every", "checkpoint_every",
+                                                                                     "eval_subset") else 0)):
+                raise ValueError(f"{name} must be a non-negative integer (or None), got {value!r}")
+        if all(getattr(self, k) is None for k in ("epochs", "max_steps", "max_examples", "target_loss")):
+            raise ValueError("set a budget: epochs, max_steps, max_examples or target_loss")
+        if self.checkpoint_every is not None and self.out is None:
+            raise ValueError("checkpoint_every needs out= (the folder to write checkpoints to)")
+        if self.divergence_factor is not None and not self.divergence_factor > 1:
+            raise ValueError(f"divergence_factor must be > 1 (or None), got {self.divergence_factor!r}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        self.rule()  # hyperparameter errors now, not at the first step
+        as_lr_schedule(self.lr)
+
+    def rule(self):
+        """The optimizer object this configuration describes."""
+        if not isinstance(self.optimizer, str):
+            defaults = {f.name: f.default for f in fields(self)}
+            changed = [k for k in ("momentum", "betas", "eps", "weight_decay", "decoupled_weight_decay")
+                       if getattr(self, k) != defaults[k]]
+            if changed:
+                raise ValueError(f"{changed} given beside an optimizer object; set them on the object")
+            return make_optimizer(self.optimizer)
+        hyper = {"weight_decay": self.weight_decay, "decoupled": self.decoupled_weight_decay}
+        if self.optimizer in ("momentum", "nesterov"):
+            hyper["mu"] = self.momentum
+        elif self.optimizer == "adam":
+            hyper.update(beta1=self.betas[0], beta2=self.betas[1], eps=self.eps)
+        return make_optimizer(self.optimizer, **hyper)
+
+    def to_dict(self):
+        """JSON-able: schedules and optimizer objects become dicts (``describe``), tuples lists."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "optimizer" and not isinstance(value, str):
+                value = value.to_dict()
+            elif f.name in ("lr", "batch_size") and callable(value):
+                value = describe(value)
+            out[f.name] = value
+        return json.loads(json.dumps(out))  # tuples -> lists: the form it takes after a round trip
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: final parameters, the history, and where and why it stopped."""
+
+    theta: object  # (P,) final parameters, on the device of theta0
+    history: dict  # dict of lists, see the module docstring
+    opt_state: dict  # the optimizer state that goes with theta
+    config: object  # the TrainConfig (a dict when read back with load_run)
+    step: int  # updates done
+    epoch: int  # epochs completed
+    examples: int  # examples processed in all
+    stop_reason: str  # "epochs", "max_steps", "max_examples", "target_loss" or "callback"
+    wall_time: float  # seconds, resumed legs included
+
+
+@dataclass
+class _Counters:
+    step: int = 0  # updates done
+    epoch: int = 0  # epochs completed
+    step_in_epoch: int = 0  # updates done in the current epoch
+    examples: int = 0  # examples processed
+    loss0: float | None = None  # the first minibatch loss (divergence reference)
+    elapsed: float = 0.0  # wall seconds of earlier legs
+
+
+@dataclass(frozen=True)
+class ArrayData:
+    """Training (and optionally test / validation) arrays, when no ``minisgd.data.Dataset`` is at hand."""
+
+    X_train: object
+    y_train: object
+    X_test: object = None
+    y_test: object = None
+    X_val: object = None
+    y_val: object = None
+
+
+def as_data(data):
+    """A ``Dataset`` or ``ArrayData`` passes through; ``(X, y)`` or ``(X, y, X_test, y_test)`` is wrapped."""
+    if hasattr(data, "X_train"):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) in (2, 4):
+        return ArrayData(*data)
+    raise TypeError("data must be a minisgd.data.Dataset, an ArrayData, (X, y) or (X, y, X_test, y_test)")
+
+
+def planned_steps(config, num_train):
+    """The number of updates the budgets allow (``None`` when only ``target_loss`` bounds the run)."""
+    cfg = config
+    if cfg.epochs is None and cfg.max_steps is None and cfg.max_examples is None:
+        return None
+    sampler, batch = Sampler(num_train, cfg.sampling, cfg.drop_last, cfg.seed), as_batch_schedule(cfg.batch_size)
+    steps = examples = epoch = 0
+    while cfg.epochs is None or epoch < cfg.epochs:
+        B = sampler.batch_size(batch(epoch))
+        sizes = [B] * sampler.steps_per_epoch(B)
+        if cfg.sampling == "shuffle" and not cfg.drop_last:
+            sizes[-1] = num_train - B * (len(sizes) - 1)
+        if cfg.max_examples is not None and examples + sum(sizes) > cfg.max_examples:
+            for size in sizes:  # the budget ends inside this epoch
+                if examples + size > cfg.max_examples or (cfg.max_steps is not None and steps >= cfg.max_steps):
+                    break
+                steps, examples = steps + 1, examples + size
+            return steps if cfg.max_steps is None else min(steps, cfg.max_steps)
+        steps, examples, epoch = steps + len(sizes), examples + sum(sizes), epoch + 1
+        if cfg.max_steps is not None and steps >= cfg.max_steps:
+            return cfg.max_steps
+    return steps
+
+
+def batch_sequence(config, num_train, epoch):
+    """The index arrays the trainer visits in epoch ``epoch``, in order (the batch size from the schedule)."""
+    sampler = Sampler(num_train, config.sampling, config.drop_last, config.seed)
+    return sampler.epoch_batches(epoch, as_batch_schedule(config.batch_size)(epoch))
+
+
+def evaluate(net, theta, X, y, chunk=8192):
+    """``(loss, accuracy)`` on ``(X, y)``: the mean loss plus L2 (as ``net.loss``), accuracy ``None`` for mse."""
+    xp = namespace(theta)
+    N, total, correct = X.shape[0], 0.0, 0
+    classify = net.loss_fn.name == "cross_entropy"
+    for start in range(0, N, chunk):
+        Xc, yc = X[start:start + chunk, ...], y[start:start + chunk, ...]
+        Z = net.forward(theta, Xc)  # (n, K)
+        yc = net.loss_fn.check_targets(yc, Z.shape[0], Z.shape[1])
+        total += float(xp.sum(net.loss_fn.value(Z, yc)))
+        if classify:
+            correct += int(xp.sum(xp.astype(xp.argmax(Z, axis=1) == yc, xp.int64)))
+    loss = total / N + (0.5 * net.l2 * float(xp.sum(theta * theta)) if net.l2 else 0.0)
+    return loss, (correct / N if classify else None)
+
+
+def _gather(xp, X, idx):
+    return xp.take(X, xp.asarray(idx, device=device_of(X)), axis=0)
+
+
+def _append(history, values):
+    for key, value in values.items():
+        history.setdefault(key, []).append(value)
+
+
+def _fingerprint(net, theta0, data):
+    """What must not change between the legs of a resumed run besides the config."""
+    y = to_numpy(data.y_train)
+    return {"net": repr(net), "dtype": str(theta0.dtype), "num_params": int(theta0.shape[0]),
+            "X_train_shape": list(data.X_train.shape), "y_train_sha256": hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()}
+
+
+def _save(out, theta, opt_state, counters, history, meta, name="checkpoint"):
+    arrays = {"theta": to_numpy(theta)}
+    arrays.update({f"opt.{k}": to_numpy(v) for k, v in state_arrays(opt_state).items()})
+    arrays.update({f"history.{k}": np.asarray(v) for k, v in history.items()})
+    meta = {**meta, "counters": vars(counters), "opt_step": opt_state["step"], "history_keys": list(history)}
+    return ckpt.save(out, arrays, meta, step=counters.step, name=name)
+
+
+def _restore(folder, cfg, fingerprint, theta0):
+    arrays, meta = ckpt.load(folder)
+    stored, now = meta["config"], cfg.to_dict()
+    changed = [k for k in sorted(set(stored) | set(now)) if k not in RESUMABLE_CHANGES and stored.get(k) != now.get(k)]
+    changed += [k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k]]
+    if changed:
+        lines = "; ".join(f"{k}: stored {meta['config'].get(k, meta['fingerprint'].get(k))!r}, "
+                          f"now {now.get(k, fingerprint.get(k))!r}" for k in changed)
+        raise ckpt.ConfigMismatchError(
+            f"cannot resume {folder}: {', '.join(changed)} changed ({lines}). Only {', '.join(RESUMABLE_CHANGES)} "
+            "may change when resuming; for a new configuration start a new run from load_run(folder).theta")
+    xp, dev = namespace(theta0), device_of(theta0)
+    theta = xp.asarray(arrays["theta"], device=dev)
+    opt_state = {k[4:]: xp.asarray(v, device=dev) for k, v in arrays.items() if k.startswith("opt.")}
+    opt_state["step"] = meta["opt_step"]
+    history = {k: arrays[f"history.{k}"].tolist() for k in meta["history_keys"]}
+    return theta, opt_state, _Counters(**meta["counters"]), history
+
+
+def load_run(folder):
+    """The state stored in checkpoint folder ``folder`` as a ``TrainResult`` (NumPy arrays; config as a dict)."""
+    arrays, meta = ckpt.load(folder)
+    c = _Counters(**meta["counters"])
+    opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
+    opt_state["step"] = meta["opt_step"]
+    history = {k: arrays[f"history.{k}"].tolist() for k in meta["history_keys"]}
+    return TrainResult(arrays["theta"], history, opt_state, meta["config"], c.step, c.epoch, c.examples,
+                       meta.get("stop_reason") or "in_progress", c.elapsed)
+
+
+def _interactive():
+    import sys
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
+    """Train ``net`` from ``theta0`` on ``data`` as ``config`` says; returns a :class:`TrainResult`.
+
+    ``data``: a ``minisgd.data.Dataset`` or ``(X, y)`` / ``(X, y, X_test, y_test)`` arrays on the device of
+    ``theta0``. ``callbacks``: measurements made with ``minisgd.callbacks.every``. ``resume``: a checkpoint folder
+    (or ``True`` for ``config.out``) to continue from; ``theta0`` then only fixes the array library and device, and
+    the stored configuration, network and data must match (:data:`RESUMABLE_CHANGES` may differ).
+    ``progress``: ``None`` shows a tqdm bar in a terminal or notebook, ``False`` never, ``True`` always.
+
+    Raises :class:`DivergenceError` (with the last good state) when the loss blows up,
+    ``minisgd.checkpoint.CheckpointError`` / ``ConfigMismatchError`` for a bad resume, and ``FileExistsError``
+    when ``config.out`` already holds a checkpoint and ``resume`` is not given.
+    """
+    cfg, data = config, as_data(data)
+    X, y = data.X_train, data.y_train
+    N, xp = int(X.shape[0]), namespace(theta0)
+    opt, lr_schedule, batch_schedule = cfg.rule(), as_lr_schedule(cfg.lr), as_batch_schedule(cfg.batch_size)
+    lr_by_step = lr_unit(lr_schedule) == "step"
+    sampler = Sampler(N, cfg.sampling, cfg.drop_last, cfg.seed)
+    callbacks = list(callbacks)
+    names = [getattr(cb, "name", None) for cb in callbacks]
+    if any(not hasattr(cb, "due") for cb in callbacks):
+        raise TypeError("callbacks must be made with minisgd.every(k, fn)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"two callbacks share a name: {names}; pass every(k, fn, name=...)")
+    fingerprint = _fingerprint(net, theta0, data)
+    meta = {"config": cfg.to_dict(), "fingerprint": fingerprint}
+    if resume is True:
+        resume = cfg.out
+    if resume is not None:
+        theta, opt_state, c, history = _restore(resume, cfg, fingerprint, theta0)
+    else:
+        if cfg.out is not None and ckpt.has_checkpoint(cfg.out):
+            raise FileExistsError(f"{cfg.out} already holds a checkpoint; pass resume={cfg.out!r} to continue it, "
+                                  "or choose another out= (or delete the folder) to start afresh")
+        theta, opt_state, c, history = theta0, opt.init(theta0), _Counters(), {}
+    from .callbacks import fixed_subset
+    eval_sets = [("train", *fixed_subset(data, cfg.eval_subset, cfg.seed))]
+    for split in ("test", "val"):
+        if getattr(data, f"X_{split}", None) is not None:
+            eval_sets.append((split, getattr(data, f"X_{split}"), getattr(data, f"y_{split}")))
+    t0 = time.perf_counter() - c.elapsed
+    prev = (theta, opt_state)  # the state before the last update: what a divergence hands back
+    show = _interactive() if progress is None else bool(progress)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=planned_steps(cfg, N), initial=c.step, disable=not show, unit="step", dynamic_ncols=True)
+
+    def diverge(loss, where):
+        limit = math.inf if cfg.divergence_factor is None or c.loss0 is None else cfg.divergence_factor * abs(c.loss0)
+        lr = float(lr_schedule(c.step if lr_by_step else c.epoch))
+        message = (f"training diverged at step {c.step} (epoch {c.epoch}): the {where} is {loss:.6g} (first minibatch "
+                   f"loss {c.loss0 if c.loss0 is None else f'{c.loss0:.6g}'}, limit {limit:.6g} = divergence_factor x "
+                   f"|first loss|) at lr {lr:.3g}. Lower the learning rate (e.g. {lr / 10:.3g}), add a warm-up "
+                   "(minisgd.schedules.Warmup) or use a larger batch. The error's .theta holds the parameters before "
+                   "the last update and .history everything measured up to here")
+        if cfg.out is not None:
+            c.elapsed = time.perf_counter() - t0
+            path = _save(cfg.out, *prev, c, history, {**meta, "stop_reason": "diverged", "message": message},
+                         name="diverged")
+            message += f"; both are saved in {path} (minisgd.checkpoint.load(folder, name='diverged'))"
+        bar.close()
+        raise DivergenceError(message, theta=prev[0], history=history, step=c.step, loss=loss, opt_state=prev[1])
+
+    def bad(loss):
+        return not math.isfinite(loss) or (cfg.divergence_factor is not None and c.loss0 is not None
+                                           and loss > cfg.divergence_factor * abs(c.loss0))
+
+    def run_eval():
+        values = {"eval_step": c.step, "eval_epoch": c.epoch, "eval_examples": c.examples}
+        for split, Xs, ys in eval_sets:
+            try:
+                loss, acc = evaluate(net, theta, Xs, ys, cfg.eval_batch_size)
+            except NonFiniteError:
+                loss, acc = math.nan, None
+            if split == "train" and bad(loss):
+                diverge(loss, "training loss")
+            values[f"{split}_loss"] = loss
+            if acc is not None:
+                values[f"{split}_acc"] = acc
+        values["eval_wall_time"] = time.perf_counter() - t0
+        _append(history, values)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k[-4:] in ("loss", "_acc")}, refresh=False)
+        return "target_loss" if cfg.target_loss is not None and values["train_loss"] <= cfg.target_loss else None
+
+    def measure(epoch_end):
+        reason = None
+        if cfg.eval_every is not None and (
+                (cfg.eval_unit == "step" and c.step % cfg.eval_every == 0)
+                or (cfg.eval_unit == "epoch" and (c.step == 0 or epoch_end) and c.epoch % cfg.eval_every == 0)):
+            reason = run_eval()
+        for cb in callbacks:
+            if not cb.due(c.step):
+                continue
+            try:
+                value = cb(net, theta, data, c.step)
+            except StopTraining:
+                reason = reason or "callback"
+                continue
+            for key, v in (value if isinstance(value, dict) else {cb.name: value}).items():
+                try:
+                    history.setdefault(key, []).append(float(v))
+                except (TypeError, ValueError):
+                    raise TypeError(f"callback {cb.name!r} returned {v!r} for {key!r}; return a float or a dict "
+                                    "of floats") from None
+            history.setdefault(f"{cb.name}_step", []).append(c.step)
+        return reason
+
+    reason = measure(epoch_end=False) if not history else None
+    batches, batches_epoch = None, None
+    try:
+        while reason is None:
+            if cfg.epochs is not None and c.epoch >= cfg.epochs:
+                reason = "epochs"
+                break
+            if cfg.max_steps is not None and c.step >= cfg.max_steps:
+                reason = "max_steps"
+                break
+            if batches_epoch != c.epoch:
+                batches, batches_epoch = sampler.epoch_batches(c.epoch, batch_schedule(c.epoch)), c.epoch
+            idx = batches[c.step_in_epoch]  # (B_t,) int64 on the host
+            if cfg.max_examples is not None and c.examples + len(idx) > cfg.max_examples:
+                reason = "max_examples"
+                break
+            Xb, yb = (X, y) if cfg.sampling == "full" else (_gather(xp, X, idx), _gather(xp, y, idx))
+            lr = float(lr_schedule(c.step if lr_by_step else c.epoch))
+            try:
+                loss, g = net.loss_and_grad(theta, Xb, yb)
+            except NonFiniteError:  # theta went non-finite in the last update
+                loss, g = math.nan, None
+            if c.loss0 is None:
+                c.loss0 = loss
+            if bad(loss):
+                diverge(loss, "minibatch loss")
+            grad_norm = float(xp.linalg.vector_norm(g)) if cfg.log_grad_norm else math.nan
+            prev = (theta, opt_state)
+            theta, opt_state = opt.update(theta, g, opt_state, lr)
+            _append(history, {"step": c.step, "epoch": c.epoch, "lr": lr, "batch_size": len(idx), "loss": loss,
+                              "grad_norm": grad_norm, "examples": c.examples, "wall_time": time.perf_counter() - t0})
+            c.step, c.step_in_epoch, c.examples = c.step + 1, c.step_in_epoch + 1, c.examples + len(idx)
+            epoch_end = c.step_in_epoch == len(batches)
+            if epoch_end:
+                c.epoch, c.step_in_epoch = c.epoch + 1, 0
+            reason = measure(epoch_end)
+            if cfg.checkpoint_every is not None and c.step % cfg.checkpoint_every == 0 and reason is None:
+                c.elapsed = time.perf_counter() - t0
+                _save(cfg.out, theta, opt_state, c, history, meta)
+            bar.update(1)
+            if c.step % 16 == 0:
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if not history.get("eval_step") or history["eval_step"][-1] != c.step:
+            run_eval()  # the final state is always evaluated
+    finally:
+        bar.close()
+    c.elapsed = time.perf_counter() - t0
+    if cfg.out is not None:
+        _save(cfg.out, theta, opt_state, c, history, {**meta, "stop_reason": reason})
+    return TrainResult(theta, history, opt_state, cfg, c.step, c.epoch, c.examples, reason, c.elapsed)
