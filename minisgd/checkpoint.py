@@ -113,7 +113,8 @@ def load(folder, name="checkpoint"):
         manifest = json.loads(path.read_text())
         npz_name, digest, meta = manifest["arrays"], manifest["sha256"], manifest["meta"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"corrupt checkpoint manifest {path}: {exc}; resume from a copy or start afresh") from None
+        raise CheckpointError(f"corrupt checkpoint manifest {path}: {exc}; resume from a copy or start afresh") \
+            from None
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a minisgd checkpoint (format {manifest.get('format')!r})")
     if manifest.get("version", 0) > VERSION:
@@ -132,3 +133,45 @@ def load(folder, name="checkpoint"):
     except (ValueError, OSError, EOFError) as exc:
         raise CheckpointError(f"corrupt checkpoint in {folder}: cannot read {npz_name} ({exc})") from None
     return arrays, meta
+
+
+# ---- training states ------------------------------------------------------------------------------------------
+
+def save_state(folder, theta, opt_state, counters, history, meta, name="checkpoint"):
+    """Write a training state: ``theta``, the optimizer state's arrays and the history (one array per key,
+    exact: float64 and int64 round-trip bit for bit) in the NPZ; ``counters`` (a dict with ``"step"``), the
+    optimizer's step count, the history's keys and ``meta`` in the manifest. Device arrays are copied to the host.
+    """
+    from .backend import to_numpy
+
+    arrays = {"theta": to_numpy(theta)}
+    arrays.update({f"opt.{k}": to_numpy(v) for k, v in opt_state.items() if k != "step"})
+    arrays.update({f"history.{k}": np.asarray(v) for k, v in history.items()})
+    meta = {**meta, "counters": dict(counters), "opt_step": opt_state["step"], "history_keys": list(history)}
+    return save(folder, arrays, meta, step=counters["step"], name=name)
+
+
+def load_state(folder, name="checkpoint"):
+    """The state written by :func:`save_state`: a dict with ``theta``, ``opt_state`` (NumPy arrays),
+    ``counters``, ``history`` (dict of lists of Python numbers) and ``meta`` (the rest of the manifest's meta)."""
+    arrays, meta = load(folder, name)
+    try:
+        opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
+        opt_state["step"] = meta["opt_step"]
+        history = {k: arrays[f"history.{k}"].tolist() for k in meta["history_keys"]}
+        return {"theta": arrays["theta"], "opt_state": opt_state, "counters": meta["counters"], "history": history,
+                "meta": meta}
+    except KeyError as exc:
+        raise CheckpointError(f"incomplete checkpoint in {folder}: {exc} is missing; it was not written by "
+                              "minisgd.train") from None
+
+
+def check_compatible(folder, stored, now, may_change=()):
+    """Raise :class:`ConfigMismatchError` naming every key whose value differs between the dicts ``stored``
+    and ``now``, other than those in ``may_change``."""
+    changed = [k for k in sorted(set(stored) | set(now)) if k not in may_change and stored.get(k) != now.get(k)]
+    if changed:
+        lines = "; ".join(f"{k}: stored {stored.get(k)!r}, now {now.get(k)!r}" for k in changed)
+        allowed = f"Only {', '.join(may_change)} may change when resuming; " if may_change else ""
+        raise ConfigMismatchError(f"cannot resume {folder}: {', '.join(changed)} changed ({lines}). {allowed}"
+                                  "for a new configuration start a new run from the checkpoint's theta")

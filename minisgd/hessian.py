@@ -26,14 +26,18 @@ example would touch :math:`N P_l P_m` numbers; instead each term is one GEMM ove
     \qquad\text{and}\qquad [\delta_l \otimes \tilde a_{m-1}]^T [\partial a_{l-1}/\partial z_m]
     \;\; (o i' \times i o'),
 
-followed by a permutation of axes to the ``(i, o) x (i', o')`` layout of ``theta``. That is about
-:math:`2 N P^2` flops for the whole matrix, at the machine's GEMM rate, with only :math:`O(N(n^2))` per-example
-numbers materialized. Blocks are produced in row chunks so the work space stays a fraction of ``P x P``.
+followed by a permutation of axes to the ``(i, o) x (i', o')`` layout of ``theta``. Only the lower triangle
+is computed (blocks m <= l; in a diagonal block, columns up to the current rows) and then mirrored. Two
+shortcuts: for adjacent layers :math:`\partial a_{l-1} / \partial z_{l-1}` is diagonal, so the cross term
+is one GEMM over i alone; the permutation and the mirror are Numba kernels with NumPy twins
+(``minisgd.kernels``). About :math:`N P^2` flops in all (:math:`2 N P^2` for the naive full square), at the
+machine's GEMM rate, with only :math:`O(N n^2)` per-example numbers materialized. Blocks are produced in
+row chunks so the work space stays a fraction of ``P x P``.
 """
 from .backend import available_memory, device_of, namespace
 from .errors import HessianTooLargeError
 from .forward import augmented, backward_pass, forward_pass
-from .kernels import scatter_block
+from .kernels import scatter_block, symmetrize_from_lower
 
 PARTS = ("full", "gauss_newton", "residual")
 GIB = 2.0 ** 30
@@ -138,6 +142,7 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
             elif first_order and m < l:
                 second = (deltas[l], fwd.dact[l - 1][:, :, None] * J[l - 1][m], False)  # da_{l-1}/dz_m
             _accumulate_block(H, net.layers[l], net.layers[m], inputs[l], inputs[m], M, second, N, budget)
+    symmetrize_from_lower(H)
     if net.l2 and part != "residual":
         _add_to_diagonal(H, net.l2)
     return H
@@ -173,7 +178,7 @@ def _add_to_diagonal(H, value, chunk=1024):
 
 
 def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
-    r"""Write block (l, m) of the Hessian and its transpose into ``H``, in chunks of rows.
+    r"""Write block (l, m) of the Hessian into the lower triangle of ``H``, in chunks of rows.
 
     a_l: (N, I) with I = fan_in_l + 1;  a_m: (N, I');  M: (N, O, O') or None;
     second: None, or ``(delta_l: (N, O), D, diagonal)`` for the first-order cross-layer term with
@@ -192,12 +197,12 @@ def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
     for i0 in range(0, I, rows_per_chunk):
         i1 = min(I, i0 + rows_per_chunk)
         ic = i1 - i0
-        # A diagonal block is symmetric: rows i0:i1 need only the columns i' >= i0, the rest is mirrored.
-        c0 = i0 if diagonal_block else 0
+        # Only the lower triangle is needed: in a diagonal block, rows i0:i1 stop at column i' < i1.
+        c1 = i1 if diagonal_block else Ip
         first = None
         if B1 is not None:
-            C1 = xp.reshape(a_l[:, i0:i1, None] * a_m[:, None, c0:], (N, ic * (Ip - c0)))  # (N, i i')
-            first = xp.reshape(C1.T @ B1, (ic, Ip - c0, O, Op))  # (i, i', o, o')
+            C1 = xp.reshape(a_l[:, i0:i1, None] * a_m[:, None, :c1], (N, ic * c1))  # (N, i i')
+            first = xp.reshape(C1.T @ B1, (ic, c1, O, Op))  # (i, i', o, o')
         cross = None
         j1 = min(i1, I - 1)  # the bias row (index I - 1) has no first-order term
         if second is not None and i0 < j1:
@@ -209,7 +214,7 @@ def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
             else:
                 D_rows = xp.reshape(D[:, i0:j1, :], (N, jc * Op))  # (N, i o')
                 cross = xp.reshape(C2.T @ D_rows, (O, Ip, jc, Op))  # (o, i', i, o')
-        scatter_block(H, first, cross, layer_l.start + i0 * O, layer_m.start + c0 * Op, mirror=True)
+        scatter_block(H, first, cross, layer_l.start + i0 * O, layer_m.start)
 
 
 def hessian_from_hvps(net, theta, X, y, columns_per_call=64):

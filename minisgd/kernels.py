@@ -1,27 +1,31 @@
 r"""Numba kernels, each beside the array-API twin that the tests compare it against.
 
-A kernel earns its place only where ``benchmarks/`` shows it beating the plain array expression on the CPU;
-everything else in minisgd is NumPy/CuPy expressions. The dispatchers here use the kernel for NumPy
-inputs and the twin for every other backend (CuPy, array_api_strict).
+A kernel earns its place only where ``benchmarks/bench_kernels.py`` shows it beating the plain array
+expression on the CPU; everything else in minisgd is NumPy/CuPy expressions. The dispatchers use the kernel
+for NumPy inputs and the twin for every other backend (CuPy, array_api_strict).
 
-``scatter_block``: the last step of the exact Hessian. A GEMM over examples returns a block of the
-Hessian with its axes in contraction order, ``first[i, i', o, o']`` (second-order term) and
-``cross[o, i', i, o']`` (first-order cross-layer term); the Hessian wants
-``H[(i, o), (i', o')] = first[i, i', o, o'] + cross[o, i', i, o']`` and, off the diagonal, the same
-block transposed at ``H[(i', o'), (i, o)]``. The twin does this as permute, add, copy and transposed copy
-(four passes over the block, the last one strided); the kernel does it in one pass, tile by tile.
+The exact Hessian ends in two memory-bound steps, and these are the kernels:
+
+``scatter_block``: a GEMM over examples returns a block of the Hessian with its axes in contraction order,
+``first[i, i', o, o']`` (second-order term) and ``cross[o, i', i, o']`` (first-order cross-layer term); the
+Hessian wants ``H[(i, o), (i', o')] = first[i, i', o, o'] + cross[o, i', i, o']``. The twin permutes, adds
+and copies (three passes over the block); the kernel writes each ``(O, O')`` tile once.
+
+``symmetrize_from_lower``: the blocks fill the lower triangle; the upper one is its transpose. The twin
+copies one slab of columns at a time; the kernel transposes cache-sized tiles in parallel.
 """
 import numpy as np
 
 from .backend import namespace
 
+TILE = 64  # symmetrize tile: two 64 x 64 float64 tiles (64 KiB) stay in L2
 
-def scatter_block_reference(H, first, cross, row0, col0, mirror):
+
+def scatter_block_reference(H, first, cross, row0, col0):
     """Array-API twin of ``scatter_block``.
 
     H: (P, P), written in place; first: (ic, I', O, O') or None; cross: (O, I', jc, O') or None, jc <= ic;
-    rows ``row0 : row0 + ic*O`` and columns ``col0 : col0 + I'*O'`` of ``H`` receive the block, and the
-    transposed block goes to ``H[cols, rows]`` when ``mirror``.
+    rows ``row0 : row0 + ic*O`` and columns ``col0 : col0 + I'*O'`` of ``H`` receive the block.
     """
     xp = namespace(H)
     block = None if first is None else xp.permute_dims(first, (0, 2, 1, 3))  # (i, o, i', o')
@@ -30,25 +34,37 @@ def scatter_block_reference(H, first, cross, row0, col0, mirror):
         jc = moved.shape[0]
         block = moved if block is None else xp.concat([block[:jc, ...] + moved, block[jc:, ...]], axis=0)
     ic, O, Ip, Op = block.shape
-    block = xp.reshape(block, (ic * O, Ip * Op))
-    H[row0:row0 + ic * O, col0:col0 + Ip * Op] = block
-    if mirror:
-        H[col0:col0 + Ip * Op, row0:row0 + ic * O] = block.T
+    H[row0:row0 + ic * O, col0:col0 + Ip * Op] = xp.reshape(block, (ic * O, Ip * Op))
 
 
-_numba_kernel = None
+def symmetrize_from_lower_reference(H, slab=256):
+    """Array-API twin of ``symmetrize_from_lower``: ``H[i, j] = H[j, i]`` for ``j > i``, in place,
+    one slab of ``slab`` rows at a time (O(slab P) work space)."""
+    xp = namespace(H)
+    P = H.shape[0]
+    for r0 in range(0, P, slab):
+        r1 = min(P, r0 + slab)
+        tile = H[r0:r1, r0:r1]
+        H[r0:r1, r0:r1] = xp.tril(tile) + xp.tril(tile, k=-1).T
+        if r1 < P:
+            H[r0:r1, r1:] = H[r1:, r0:r1].T
 
 
-def _compile_numba_kernel():
+_kernels = {}
+
+
+def _compiled():
+    if _kernels:
+        return _kernels
     import numba
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def kernel(H, first, cross, use_first, jc, row0, col0, mirror):
+    @numba.njit(cache=True, nogil=True)
+    def scatter(H, first, cross, use_first, jc, row0, col0):
         if use_first:
             ic, Ip, O, Op = first.shape
         else:
             ic, Ip, O, Op = jc, cross.shape[1], cross.shape[0], cross.shape[3]
-        for i in numba.prange(ic):
+        for i in range(ic):
             r = row0 + i * O
             for ip in range(Ip):
                 c = col0 + ip * Op
@@ -65,29 +81,47 @@ def _compile_numba_kernel():
                     for o in range(O):
                         for op in range(Op):
                             H[r + o, c + op] = cross[o, ip, i, op]
-                if mirror:  # the transposed tile: O' rows of O contiguous entries, read back from cache
-                    for op in range(Op):
-                        for o in range(O):
-                            H[c + op, r + o] = H[r + o, c + op]
 
-    return kernel
+    @numba.njit(cache=True, nogil=True)
+    def symmetrize(H, tile):
+        P = H.shape[0]
+        n_tiles = (P + tile - 1) // tile
+        for bi in range(n_tiles):  # tile row bi of the upper triangle, from tile column bi below
+            r0 = bi * tile
+            r1 = min(P, r0 + tile)
+            for c0 in range(r0, P, tile):
+                c1 = min(P, c0 + tile)
+                for i in range(r0, r1):
+                    for j in range(max(c0, i + 1), c1):
+                        H[i, j] = H[j, i]
+
+    _kernels.update(scatter=scatter, symmetrize=symmetrize)
+    return _kernels
 
 
-def scatter_block_numba(H, first, cross, row0, col0, mirror):
-    """Numba version of ``scatter_block_reference`` for NumPy arrays (C-contiguous ``first`` and ``cross``)."""
-    global _numba_kernel
-    if _numba_kernel is None:
-        _numba_kernel = _compile_numba_kernel()
+def scatter_block_numba(H, first, cross, row0, col0):
+    """Numba version of ``scatter_block_reference`` for NumPy arrays."""
     dummy = np.zeros((1, 1, 1, 1), dtype=H.dtype)
     jc = 0 if cross is None else cross.shape[2]
-    _numba_kernel(H, dummy if first is None else np.ascontiguousarray(first),
-                  dummy if cross is None else np.ascontiguousarray(cross),
-                  first is not None, jc, row0, col0, mirror)
+    _compiled()["scatter"](H, dummy if first is None else np.ascontiguousarray(first),
+                           dummy if cross is None else np.ascontiguousarray(cross),
+                           first is not None, jc, row0, col0)
 
 
-def scatter_block(H, first, cross, row0, col0, mirror):
-    """Scatter one Hessian block (see the module docstring): the Numba kernel on NumPy, the twin elsewhere."""
-    if type(H) is np.ndarray and H.dtype in (np.float32, np.float64):
-        scatter_block_numba(H, first, cross, row0, col0, mirror)
-    else:
-        scatter_block_reference(H, first, cross, row0, col0, mirror)
+def symmetrize_from_lower_numba(H):
+    """Numba version of ``symmetrize_from_lower_reference`` for NumPy arrays."""
+    _compiled()["symmetrize"](H, TILE)
+
+
+def _use_numba(H):
+    return type(H) is np.ndarray and H.dtype in (np.float32, np.float64) and H.flags.c_contiguous
+
+
+def scatter_block(H, first, cross, row0, col0):
+    """Write one Hessian block (see the module docstring): the Numba kernel on NumPy, the twin elsewhere."""
+    (scatter_block_numba if _use_numba(H) else scatter_block_reference)(H, first, cross, row0, col0)
+
+
+def symmetrize_from_lower(H):
+    """``H[i, j] = H[j, i]`` for ``j > i``, in place: the Numba kernel on NumPy, the twin elsewhere."""
+    (symmetrize_from_lower_numba if _use_numba(H) else symmetrize_from_lower_reference)(H)

@@ -211,7 +211,3 @@ def make_optimizer(name, **hyper):
         fields = sorted(cls.__dataclass_fields__)
         raise ValueError(f"optimizer {name!r} takes {', '.join(fields)}; got {sorted(hyper)}") from None
 
-
-def state_arrays(state):
-    """The array entries of an optimizer state (everything but ``"step"``), e.g. for ``numpy.savez``."""
-    return {k: v for k, v in state.items() if k != "step"}

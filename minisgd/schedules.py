@@ -21,8 +21,8 @@ UNITS = ("step", "epoch")
 class _Schedule:
     def to_dict(self):
         """``{"type": class name, field: value, ...}``; a nested schedule becomes its own dict."""
-        return {"type": type(self).__name__, **{f.name: describe(getattr(self, f.name)) if callable(getattr(self, f.name))
-                                                else getattr(self, f.name) for f in fields(self)}}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {"type": type(self).__name__, **{k: describe(v) if callable(v) else v for k, v in values.items()}}
 
 
 def _check_unit(unit):
@@ -97,7 +97,8 @@ class Cosine(_Schedule):
 class Warmup(_Schedule):
     r"""Linear warm-up for ``steps`` units, then ``after`` (a schedule or a constant), shifted by ``steps``:
 
-    .. math:: \eta_t = \eta^{after}_0 \cdot \tfrac{t + 1}{w} \;(t < w), \qquad \eta_t = \eta^{after}_{t - w} \;(t \ge w).
+    .. math::
+        \eta_t = \eta^{after}_0 \cdot \tfrac{t + 1}{w} \;(t < w), \qquad \eta_t = \eta^{after}_{t - w} \;(t \ge w).
 
     The first step already moves (at :math:`\eta/w`), the last warm-up step reaches :math:`\eta^{after}_0`
     (Goyal et al. 2017's gradual warm-up). ``after``'s own unit must equal this one's.

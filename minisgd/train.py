@@ -12,9 +12,10 @@ Step ``t`` (0-based) draws batch :math:`\mathcal B_t` (:mod:`minisgd.sampling`),
 gradient at :math:`\theta_t`, and applies the optimizer's rule (:mod:`minisgd.optim`) with
 :math:`\eta_t` and :math:`B_t` from the schedules (:mod:`minisgd.schedules`). The history is a dict of lists:
 
-* per step ``t`` (one entry each): ``step`` (t), ``epoch``, ``lr``, ``batch_size``, ``loss`` (minibatch loss at
-  :math:`\theta_t`, before the update), ``grad_norm`` (:math:`\lVert g_t \rVert`), ``examples`` (examples
-  processed before step t: the compute spent to reach :math:`\theta_t`), ``wall_time`` (seconds, cumulative).
+* per step ``t`` (one entry each): ``step`` (t), ``epoch``, ``lr``, ``batch_size``, ``loss`` (minibatch loss
+  at :math:`\theta_t` before the update, the net's L2 term included), ``grad_norm`` (:math:`\lVert g_t \rVert`),
+  ``examples`` (examples processed before step t: the compute spent to reach :math:`\theta_t`), ``wall_time``
+  (seconds since the start, at the end of the step; earlier legs of a resumed run included).
 * per evaluation (at step 0, every ``eval_every`` steps or epochs, and at the end): ``eval_step``,
   ``eval_epoch``, ``eval_examples``, ``eval_wall_time``, ``train_loss``, ``test_loss`` (mean loss + L2 on the
   whole split, or on ``eval_subset`` training examples), ``train_acc`` and ``test_acc`` for classification,
@@ -23,7 +24,9 @@ gradient at :math:`\theta_t`, and applies the optimizer's rule (:mod:`minisgd.op
 
 Stopping: an epoch budget, a step budget, an example budget (a step that would exceed it is not taken), a target
 training loss (checked at each evaluation), or a measurement raising ``StopTraining``. The run ends with an
-evaluation (if the last one was earlier) and a checkpoint (if ``out`` is set).
+evaluation (if the last one was earlier) and a checkpoint (if ``out`` is set). A run stopped by a budget and
+resumed with a larger one keeps that final evaluation, which the longer run alone would have made only if it fell
+on its evaluation schedule; an interrupted run resumes to an identical history.
 """
 import hashlib
 import json
@@ -37,7 +40,7 @@ from . import checkpoint as ckpt
 from .backend import device_of, namespace, to_numpy
 from .callbacks import StopTraining
 from .errors import NonFiniteError
-from .optim import make_optimizer, state_arrays
+from .optim import make_optimizer
 from .sampling import SAMPLING, Sampler
 from .schedules import as_batch_schedule, as_lr_schedule, describe, lr_unit
 
@@ -133,7 +136,8 @@ class TrainConfig:
             elif f.name in ("lr", "batch_size") and callable(value):
                 value = describe(value)
             out[f.name] = value
-        return json.loads(json.dumps(out))  # tuples -> lists: the form it takes after a round trip
+        # the form it takes after a JSON round trip: tuples become lists, NumPy scalars Python numbers
+        return json.loads(json.dumps(out, default=lambda o: o.item() if hasattr(o, "item") else repr(o)))
 
 
 @dataclass
@@ -218,7 +222,8 @@ def evaluate(net, theta, X, y, chunk=8192):
     N, total, correct = X.shape[0], 0.0, 0
     classify = net.loss_fn.name == "cross_entropy"
     for start in range(0, N, chunk):
-        Xc, yc = X[start:start + chunk, ...], y[start:start + chunk, ...]
+        stop = min(start + chunk, N)  # the array API leaves out-of-bounds slice ends unspecified
+        Xc, yc = X[start:stop, ...], y[start:stop, ...]
         Z = net.forward(theta, Xc)  # (n, K)
         yc = net.loss_fn.check_targets(yc, Z.shape[0], Z.shape[1])
         total += float(xp.sum(net.loss_fn.value(Z, yc)))
@@ -241,45 +246,27 @@ def _fingerprint(net, theta0, data):
     """What must not change between the legs of a resumed run besides the config."""
     y = to_numpy(data.y_train)
     return {"net": repr(net), "dtype": str(theta0.dtype), "num_params": int(theta0.shape[0]),
-            "X_train_shape": list(data.X_train.shape), "y_train_sha256": hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()}
-
-
-def _save(out, theta, opt_state, counters, history, meta, name="checkpoint"):
-    arrays = {"theta": to_numpy(theta)}
-    arrays.update({f"opt.{k}": to_numpy(v) for k, v in state_arrays(opt_state).items()})
-    arrays.update({f"history.{k}": np.asarray(v) for k, v in history.items()})
-    meta = {**meta, "counters": vars(counters), "opt_step": opt_state["step"], "history_keys": list(history)}
-    return ckpt.save(out, arrays, meta, step=counters.step, name=name)
+            "X_train_shape": list(data.X_train.shape),
+            "y_train_sha256": hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()}
 
 
 def _restore(folder, cfg, fingerprint, theta0):
-    arrays, meta = ckpt.load(folder)
-    stored, now = meta["config"], cfg.to_dict()
-    changed = [k for k in sorted(set(stored) | set(now)) if k not in RESUMABLE_CHANGES and stored.get(k) != now.get(k)]
-    changed += [k for k in fingerprint if meta["fingerprint"].get(k) != fingerprint[k]]
-    if changed:
-        lines = "; ".join(f"{k}: stored {meta['config'].get(k, meta['fingerprint'].get(k))!r}, "
-                          f"now {now.get(k, fingerprint.get(k))!r}" for k in changed)
-        raise ckpt.ConfigMismatchError(
-            f"cannot resume {folder}: {', '.join(changed)} changed ({lines}). Only {', '.join(RESUMABLE_CHANGES)} "
-            "may change when resuming; for a new configuration start a new run from load_run(folder).theta")
+    state = ckpt.load_state(folder)
+    meta = state["meta"]
+    ckpt.check_compatible(folder, {**meta["config"], **meta["fingerprint"]}, {**cfg.to_dict(), **fingerprint},
+                          may_change=RESUMABLE_CHANGES)
     xp, dev = namespace(theta0), device_of(theta0)
-    theta = xp.asarray(arrays["theta"], device=dev)
-    opt_state = {k[4:]: xp.asarray(v, device=dev) for k, v in arrays.items() if k.startswith("opt.")}
-    opt_state["step"] = meta["opt_step"]
-    history = {k: arrays[f"history.{k}"].tolist() for k in meta["history_keys"]}
-    return theta, opt_state, _Counters(**meta["counters"]), history
+    theta = xp.asarray(state["theta"], device=dev)
+    opt_state = {k: v if k == "step" else xp.asarray(v, device=dev) for k, v in state["opt_state"].items()}
+    return theta, opt_state, _Counters(**state["counters"]), state["history"]
 
 
 def load_run(folder):
     """The state stored in checkpoint folder ``folder`` as a ``TrainResult`` (NumPy arrays; config as a dict)."""
-    arrays, meta = ckpt.load(folder)
-    c = _Counters(**meta["counters"])
-    opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
-    opt_state["step"] = meta["opt_step"]
-    history = {k: arrays[f"history.{k}"].tolist() for k in meta["history_keys"]}
-    return TrainResult(arrays["theta"], history, opt_state, meta["config"], c.step, c.epoch, c.examples,
-                       meta.get("stop_reason") or "in_progress", c.elapsed)
+    state = ckpt.load_state(folder)
+    c = _Counters(**state["counters"])
+    return TrainResult(state["theta"], state["history"], state["opt_state"], state["meta"]["config"], c.step,
+                       c.epoch, c.examples, state["meta"].get("stop_reason") or "in_progress", c.elapsed)
 
 
 def _interactive():
@@ -333,6 +320,7 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
     show = _interactive() if progress is None else bool(progress)
     from tqdm.auto import tqdm
     bar = tqdm(total=planned_steps(cfg, N), initial=c.step, disable=not show, unit="step", dynamic_ncols=True)
+    postfix = {}
 
     def diverge(loss, where):
         limit = math.inf if cfg.divergence_factor is None or c.loss0 is None else cfg.divergence_factor * abs(c.loss0)
@@ -344,9 +332,10 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
                    "the last update and .history everything measured up to here")
         if cfg.out is not None:
             c.elapsed = time.perf_counter() - t0
-            path = _save(cfg.out, *prev, c, history, {**meta, "stop_reason": "diverged", "message": message},
-                         name="diverged")
-            message += f"; both are saved in {path} (minisgd.checkpoint.load(folder, name='diverged'))"
+            path = ckpt.save_state(cfg.out, *prev, vars(c), history,
+                                   {**meta, "stop_reason": "diverged", "message": message}, name="diverged")
+            message += (f"; both are saved in {path} "
+                        "(read them with minisgd.checkpoint.load_state(folder, name='diverged'))")
         bar.close()
         raise DivergenceError(message, theta=prev[0], history=history, step=c.step, loss=loss, opt_state=prev[1])
 
@@ -368,7 +357,8 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
                 values[f"{split}_acc"] = acc
         values["eval_wall_time"] = time.perf_counter() - t0
         _append(history, values)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k[-4:] in ("loss", "_acc")}, refresh=False)
+        postfix.update({k: f"{v:.4g}" for k, v in values.items() if k[-4:] in ("loss", "_acc")})
+        bar.set_postfix(postfix, refresh=False)
         return "target_loss" if cfg.target_loss is not None and values["train_loss"] <= cfg.target_loss else None
 
     def measure(epoch_end):
@@ -394,7 +384,7 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
             history.setdefault(f"{cb.name}_step", []).append(c.step)
         return reason
 
-    reason = measure(epoch_end=False) if not history else None
+    reason = measure(epoch_end=False) if resume is None else None  # a resumed run measured its step already
     batches, batches_epoch = None, None
     try:
         while reason is None:
@@ -432,15 +422,16 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
             reason = measure(epoch_end)
             if cfg.checkpoint_every is not None and c.step % cfg.checkpoint_every == 0 and reason is None:
                 c.elapsed = time.perf_counter() - t0
-                _save(cfg.out, theta, opt_state, c, history, meta)
+                ckpt.save_state(cfg.out, theta, opt_state, vars(c), history, meta)
             bar.update(1)
-            if c.step % 16 == 0:
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            if show and c.step % 16 == 0:
+                postfix["loss"] = f"{loss:.4g}"  # the minibatch loss
+                bar.set_postfix(postfix, refresh=False)
         if not history.get("eval_step") or history["eval_step"][-1] != c.step:
             run_eval()  # the final state is always evaluated
     finally:
         bar.close()
     c.elapsed = time.perf_counter() - t0
     if cfg.out is not None:
-        _save(cfg.out, theta, opt_state, c, history, {**meta, "stop_reason": reason})
+        ckpt.save_state(cfg.out, theta, opt_state, vars(c), history, {**meta, "stop_reason": reason})
     return TrainResult(theta, history, opt_state, cfg, c.step, c.epoch, c.examples, reason, c.elapsed)
