@@ -18,13 +18,13 @@ Public API::
 from . import activations, backend, errors, losses, spectrum
 from .errors import (BackendUnavailableError, HessianTooLargeError, LabelError, NonFiniteError,
                      ShapeError)
-from .hessian import hessian_from_hvps, hessian_memory_bytes
+from .hessian import hessian_flops, hessian_from_hvps, hessian_memory_bytes
 from .mlp import MLP, Layer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "Layer", "activations", "losses", "backend", "errors", "hessian_from_hvps",
+    "MLP", "Layer", "activations", "losses", "backend", "errors", "hessian_from_hvps", "hessian_flops",
     "hessian_memory_bytes", "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError",
     "BackendUnavailableError",
 ]

@@ -72,29 +72,30 @@ def check_hessian_fits(net, N, itemsize, xp, max_memory=None):
 def _curvature_wrt_preactivations(fwd, act_grads, A, part):
     r"""Per-example :math:`C_l = \partial^2\ell/\partial z_l^2` for each layer, ``(N, n_l, n_l)`` (None = zero).
 
-    ``part`` picks Gauss-Newton (``G``), residual (``S``) or both (``G + S``); see the module docstring.
+    ``part`` picks Gauss-Newton (``G``: no :math:`\sigma''` terms), residual (``S``: :math:`C_L = 0`) or
+    both; the recursion is linear in :math:`C_{l+1}`, so ``G + S`` follows it directly, one sandwich per layer.
     """
     xp = namespace(A)
     L = len(fwd.params)
-    G = [None] * L
-    S = [None] * L
-    G[-1] = A
+    C = [None] * L
+    C[-1] = None if part == "residual" else A
     for l in range(L - 2, -1, -1):
         W = fwd.params[l + 1][0]  # (n_l, n_{l+1})
         s1 = fwd.dact[l]  # (N, n_l)
-
-        def sandwich(M):  # diag(s1) W M W^T diag(s1): (N, n_l, n_l)
-            return s1[:, :, None] * ((W @ M) @ W.T) * s1[:, None, :]
-
-        G[l] = sandwich(G[l + 1])
+        propagated = None
+        if C[l + 1] is not None:  # diag(s1) W C W^T diag(s1), C symmetric
+            N, b, _ = C[l + 1].shape
+            Y = xp.reshape(xp.reshape(C[l + 1], (N * b, b)) @ W.T, (N, b, -1))  # C W^T: one GEMM
+            # W C W^T = (C W^T)^T W^T because C = C^T: a second GEMM instead of N small ones.
+            WCW = xp.reshape(xp.reshape(xp.permute_dims(Y, (0, 2, 1)), (-1, b)) @ W.T, (N, W.shape[0], -1))
+            propagated = s1[:, :, None] * WCW * s1[:, None, :]
+        if part == "gauss_newton":
+            C[l] = propagated
+            continue
         diag = fwd.d2act[l] * act_grads[l]  # sigma'' * dl/da: (N, n_l)
-        eye = xp.eye(diag.shape[1], dtype=diag.dtype, device=device_of(diag))
-        S[l] = diag[:, :, None] * eye + (sandwich(S[l + 1]) if S[l + 1] is not None else 0.0)
-    if part == "gauss_newton":
-        return G
-    if part == "residual":
-        return S
-    return [g if s is None else g + s for g, s in zip(G, S)]
+        diag = diag[:, :, None] * xp.eye(diag.shape[1], dtype=diag.dtype, device=device_of(diag))
+        C[l] = diag if propagated is None else propagated + diag
+    return C
 
 
 def _layer_jacobians(fwd):
@@ -192,10 +193,10 @@ def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
     B1 = None if M is None else xp.reshape(M, (N, O * Op)) / N
     if second is not None:
         delta, D, diagonal = second
-        C2 = xp.reshape((delta / N)[:, :, None] * a_m[:, None, :], (N, O * Ip))  # (N, o i')
-    rows_per_chunk = max(1, min(I, budget // max(N * Ip, Ip * O * Op)))
-    for i0 in range(0, I, rows_per_chunk):
-        i1 = min(I, i0 + rows_per_chunk)
+        delta = delta / N
+        if not diagonal:
+            C2 = xp.reshape(delta[:, :, None] * a_m[:, None, :], (N, O * Ip))  # (N, o i')
+    for i0, i1 in _row_chunks(I, Ip, O, Op, N, budget):
         ic = i1 - i0
         # Only the lower triangle is needed: in a diagonal block, rows i0:i1 stop at column i' < i1.
         c1 = i1 if diagonal_block else Ip
@@ -208,13 +209,43 @@ def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
         if second is not None and i0 < j1:
             jc = j1 - i0
             if diagonal:
-                E = xp.reshape(C2.T @ D[:, i0:j1], (O, Ip, jc, 1))  # (o, i', i, 1), nonzero only at o' = i
+                F = xp.reshape(delta[:, :, None] * D[:, None, i0:j1], (N, O * jc))  # (N, o i)
+                E = xp.permute_dims(xp.reshape(F.T @ a_m, (O, jc, Ip)), (0, 2, 1))  # (o, i', i)
                 on_diagonal = xp.eye(jc, Op, k=i0, dtype=E.dtype, device=device_of(E))  # [i0 + i == o']
-                cross = E * on_diagonal  # (o, i', i, o')
+                cross = E[:, :, :, None] * on_diagonal  # (o, i', i, o'), nonzero only at o' = i0 + i
             else:
                 D_rows = xp.reshape(D[:, i0:j1, :], (N, jc * Op))  # (N, i o')
                 cross = xp.reshape(C2.T @ D_rows, (O, Ip, jc, Op))  # (o, i', i, o')
         scatter_block(H, first, cross, layer_l.start + i0 * O, layer_m.start)
+
+
+def _row_chunks(I, Ip, O, Op, N, budget):
+    """Row ranges ``(i0, i1)`` of block (l, m) whose temporaries (N x i i' and i i' x o o') fit ``budget``."""
+    rows = max(1, min(I, budget // max(N * Ip, Ip * O * Op)))
+    return [(i0, min(I, i0 + rows)) for i0 in range(0, I, rows)]
+
+
+def hessian_flops(net, N, part="full"):
+    """Floating-point operations of the GEMMs that ``hessian`` runs for ``N`` examples (2 per multiply-add).
+
+    Per row chunk ``i0:i1`` of block (l, m): the second-order GEMM ``2 N (i1 - i0) c O O'`` with ``c = i1``
+    columns in a diagonal block (lower triangle) and ``c = I'`` otherwise, and the cross term
+    ``2 N O I' (i1 - i0)`` (adjacent layers, diagonal) or ``2 N O I' (i1 - i0) O'`` (general). Summed, about
+    ``N P^2``; the per-example preparation (O(N n^3) per layer pair) is left out.
+    """
+    L, budget, flops = net.num_layers, _workspace_budget(net.num_params), 0
+    for l in range(L):
+        for m in range(l + 1):
+            I, O = net.layers[l].fan_in + 1, net.layers[l].fan_out
+            Ip, Op = net.layers[m].fan_in + 1, net.layers[m].fan_out
+            has_first = not (part == "residual" and l == L - 1)
+            has_cross = part != "gauss_newton" and m < l
+            for i0, i1 in _row_chunks(I, Ip, O, Op, N, budget):
+                c = i1 if l == m else Ip
+                flops += 2 * N * (i1 - i0) * c * O * Op if has_first else 0
+                jc = max(0, min(i1, I - 1) - i0)
+                flops += (2 * N * O * Ip * jc * (1 if m == l - 1 else Op)) if has_cross else 0
+    return flops
 
 
 def hessian_from_hvps(net, theta, X, y, columns_per_call=64):
