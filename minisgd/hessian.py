@@ -103,7 +103,7 @@ def _layer_jacobians(fwd):
     L = len(fwd.params)
     J = [dict() for _ in range(L)]
     for l in range(1, L):
-        step = fwd.params[l][0].T[None, :, :] * fwd.dact[l - 1][:, None, :]  # (N, n_l, n_{l-1})
+        step = _layer_step(fwd.params, fwd, l)  # (N, n_l, n_{l-1})
         J[l][l - 1] = step
         for m in range(l - 2, -1, -1):
             J[l][m] = step @ J[l - 1][m]
@@ -149,24 +149,66 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
     return H
 
 
-def hessian_diagonal(net, theta, X, y):
-    r"""``(P,)`` exact diagonal of the Hessian in O(N P) work, no ``P x P`` matrix.
+def hessian_diagonal(net, theta, X, y, chunk_elements=1 << 23):
+    r"""``(P,)`` exact diagonal of the Hessian without any ``P x P`` or ``N x n x n`` array.
 
     A diagonal entry lies in a diagonal block, where the first-order cross-layer term vanishes:
-    :math:`H_{(i,o),(i,o)} = rac1N \sum_n 	ilde a_{l-1,n,i}^2\, [C_{l,n}]_{oo} + \lambda`,
-    one GEMM per layer: :math:`(	ilde a_{l-1}^{\odot 2})^T \mathrm{diag}(C_l) / N`.
+    :math:`H_{(i,o),(i,o)} = \frac1N \sum_n \tilde a_{l-1,n,i}^2\, [C_{l,n}]_{oo} + \lambda`, one GEMM per layer
+    once the diagonals of :math:`C_l = G_l + S_l` are known. With :math:`A = R R^T` (``loss.hessian_factor``),
+
+    .. math::
+        \mathrm{diag}\, G_l = \sum_k \big(J_{L \leftarrow l}^T R\big)_{:,k}^{\odot 2}, \qquad
+        \mathrm{diag}\, S_l = \sum_{k \ge l} \sum_j \Lambda_{k,j}\, \big(J_{k \leftarrow l}\big)_{j,:}^{\odot 2},
+        \quad \Lambda_k = \sigma''_k \odot g_k,
+
+    the first by backpropagating the K columns of R (K times a backward pass), the second from
+    :math:`\Lambda_l` itself, :math:`\sigma'^2_l \odot (\Lambda_{l+1} (W_{l+1}^{\odot 2})^T)` for the next layer, and
+    explicit per-example Jacobians only for layers two or more apart. Examples go in chunks of at most
+    ``chunk_elements`` numbers per per-example array.
     """
     xp = namespace(theta, X)
-    N = X.shape[0]
-    fwd = forward_pass(net.unflatten(theta), X, net.activation, order=2)
+    N, K = X.shape[0], net.sizes[-1]
+    widest = max(net.sizes[1:])
+    rows = max(1, chunk_elements // max(K * widest, widest * widest))
+    params = net.unflatten(theta)
+    total = None
+    for n0 in range(0, N, rows):
+        n1 = min(N, n0 + rows)  # the array API allows no slice past the end
+        part = _diagonal_sum(net, params, X[n0:n1, ...], y[n0:n1, ...], xp)
+        total = part if total is None else total + part
+    return total / N + net.l2
+
+
+def _diagonal_sum(net, params, X, y, xp):
+    """Sum over the examples of ``X`` of each per-example Hessian's diagonal, ``(P,)`` (see above)."""
+    L = len(params)
+    fwd = forward_pass(params, X, net.activation, order=2)
     Z = fwd.outputs
     _, act_grads = backward_pass(fwd, net.loss_fn.grad(Z, y))
-    C = _curvature_wrt_preactivations(fwd, act_grads, net.loss_fn.hessian(Z, y), "full")
+    R = net.loss_fn.hessian_factor(Z, y)  # (N, K, K)
+    columns, _ = backward_pass(fwd, xp.permute_dims(R, (2, 0, 1)))  # columns[l]: (K, N, n_l) = (J^T R)^T
+    diag_C = [xp.sum(F * F, axis=0) for F in columns]  # Gauss-Newton part, (N, n_l)
+    Lam = [fwd.d2act[k] * act_grads[k] for k in range(L - 1)]  # hidden layers, (N, n_k)
+    for l in range(L - 1):
+        diag_C[l] = diag_C[l] + Lam[l]
+        if l + 1 < L - 1:
+            W = params[l + 1][0]  # (n_l, n_{l+1}): J_{l+1<-l}[j, o] = W[o, j] sigma'_l[o]
+            diag_C[l] = diag_C[l] + fwd.dact[l] ** 2 * (Lam[l + 1] @ (W * W).T)
+        J = None
+        for k in range(l + 2, L - 1):  # layers two or more apart: explicit per-example Jacobians
+            J = _layer_step(params, fwd, l + 1) if J is None else J
+            J = _layer_step(params, fwd, k) @ J  # (N, n_k, n_l)
+            diag_C[l] = diag_C[l] + xp.sum(Lam[k][:, :, None] * J * J, axis=1)
     pieces = []
-    for a, C_l in zip(fwd.inputs, C):
+    for a, c in zip(fwd.inputs, diag_C):
         a_sq = augmented(a) ** 2  # (N, n_{l-1} + 1)
-        pieces.append(xp.reshape(a_sq.T @ xp.linalg.diagonal(C_l) / N, (-1,)))  # (n_{l-1} + 1) x n_l
-    return xp.concat(pieces) + net.l2
+        pieces.append(xp.reshape(a_sq.T @ c, (-1,)))  # (n_{l-1} + 1) x n_l, row-major like theta
+    return xp.concat(pieces)
+
+
+def _layer_step(params, fwd, k):
+    """``J_{k <- k-1} = W_k^T diag(sigma'_{k-1})``: (N, n_k, n_{k-1}), per example."""
+    return params[k][0].T[None, :, :] * fwd.dact[k - 1][:, None, :]
 
 
 def _add_to_diagonal(H, value, chunk=1024):

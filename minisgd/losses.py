@@ -5,6 +5,7 @@ For outputs ``Z: (N, K)`` and targets ``y``, every loss gives
 * ``value(Z, y)``: ``(N,)``, the per-example loss :math:`\ell_n`;
 * ``grad(Z, y)``: ``(N, K)``, :math:`\partial \ell_n / \partial z_n`;
 * ``hessian(Z, y)``: ``(N, K, K)``, :math:`A_n = \partial^2 \ell_n / \partial z_n^2`;
+* ``hessian_factor(Z, y)``: ``(N, K, K)``, a square root :math:`R_n` with :math:`A_n = R_n R_n^T`;
 * ``hessian_vector_product(Z, y, R)``: :math:`A_n r_n` for ``R: (N, K)`` or ``(k, N, K)`` without
   forming ``A`` (what the R-operator needs).
 
@@ -66,6 +67,15 @@ class CrossEntropy:
         eye = xp.eye(Z.shape[1], dtype=Z.dtype)
         return p[:, :, None] * eye - p[:, :, None] * p[:, None, :]  # (N, K, K)
 
+    def hessian_factor(self, Z, y):
+        r"""``R: (N, K, K)`` with :math:`A = R R^T`: :math:`R = \mathrm{diag}(\sqrt p) - p \sqrt p^T`
+        (expand: :math:`R R^T = \mathrm{diag}(p) - 2 p p^T + p (\textstyle\sum_j p_j) p^T`, and the p sum to 1)."""
+        xp = namespace(Z)
+        p = self.probabilities(Z)
+        sqrt_p = xp.sqrt(p)
+        eye = xp.eye(Z.shape[1], dtype=Z.dtype, device=device_of(Z))
+        return sqrt_p[:, :, None] * eye - p[:, :, None] * sqrt_p[:, None, :]
+
     def hessian_vector_product(self, Z, y, R):
         xp = namespace(Z)
         p = self.probabilities(Z)  # (N, K) broadcasts against R: (..., N, K)
@@ -113,6 +123,10 @@ class SquaredError:
         xp = namespace(Z)
         N, K = Z.shape
         return xp.broadcast_to(xp.eye(K, dtype=Z.dtype), (N, K, K))
+
+    def hessian_factor(self, Z, y):
+        """``R = I``: (N, K, K), a square root of ``A = I``."""
+        return self.hessian(Z, y)
 
     def hessian_vector_product(self, Z, y, R):
         return R

@@ -12,8 +12,8 @@ Epsilon-sharpness (Keskar et al. 2017, metric 2.1). With :math:`x = \theta`, a m
 .. math::  \phi_{x,f}(\epsilon, A) = 100 \cdot \frac{\max_{y \in \mathcal C_\epsilon} f(x + A y) - f(x)}{1 + f(x)}.
 
 :math:`A = I` is the full space (:math:`p = P`, the box :math:`|y_i| \le \epsilon(|x_i| + 1)`); otherwise
-:math:`A` has i.i.d. standard normal entries (``random_subspace``) and :math:`A^+` is its Moore-Penrose
-pseudo-inverse, as in the paper. The maximum is approximated by a few iterations of a local solver, so
+:math:`A` is random with i.i.d. standard normal entries (``random_subspace``; the paper says only that its
+columns are random) and :math:`A^+` is its Moore-Penrose pseudo-inverse, as in the paper. The maximum is approximated by a few iterations of a local solver, so
 :math:`\phi` is a lower bound on the true maximum; the value returned is always recomputed at the
 returned point, which lies in the box.
 
@@ -110,32 +110,42 @@ def random_subspace(P, p, seed=0, dtype="float64"):
 
 
 class _Objective:
-    """:math:`F(y) = f(x + A y)` and :math:`\\nabla F = A^T \\nabla f`, on float64 NumPy ``y``; counts calls."""
+    """:math:`F(y) = f(x + A y)` and :math:`\\nabla F = A^T \\nabla f`, on float64 NumPy ``y``.
+
+    ``calls`` counts the evaluations made; the last point's value is kept, so asking again for the very
+    same ``y`` (as L-BFGS-B does at its start, and the final recomputation often does) costs nothing.
+    """
 
     def __init__(self, net, theta, X, y, A):
         self.net, self.theta, self.X, self.y, self.A = net, theta, X, y, A
         self.xp = namespace(theta)
         self.calls = 0
+        self._last = None  # (y, F, grad F) of the last evaluation
 
     def __call__(self, z):
+        z = np.array(z, dtype=np.float64)
+        if self._last is not None and np.array_equal(z, self._last[0]):
+            return self._last[1], self._last[2].copy()
         xp, theta = self.xp, self.theta
         self.calls += 1
-        z = xp.asarray(z, dtype=theta.dtype, device=device_of(theta))
-        step = z if self.A is None else self.A @ z  # (P,)
+        step = xp.asarray(z, dtype=theta.dtype, device=device_of(theta))
+        step = step if self.A is None else self.A @ step  # (P,)
         loss, grad = self.net.loss_and_grad(theta + step, self.X, self.y)
         grad = grad if self.A is None else self.A.T @ grad  # (p,)
-        return float(loss), to_numpy(grad).astype(np.float64)
+        self._last = (z, float(loss), to_numpy(grad).astype(np.float64))
+        return self._last[1], self._last[2].copy()
 
 
 def epsilon_sharpness(net, theta, X, y, eps=1e-3, subspace_dim=None, maxiter=10, method="lbfgsb", seed=0,
-                      basis=None, start="zero", fallback=True):
+                      basis=None, start="zero", fallback=True, lbfgsb_options=None):
     r"""Keskar et al.'s :math:`\phi_{x,f}(\epsilon, A)` (metric 2.1), maximized by L-BFGS-B or projected
     gradient ascent; see the module docstring for the definition.
 
     subspace_dim: ``None`` for the full space (``A = I``), else ``p``: ``A = random_subspace(P, p, seed)``.
     basis: an explicit ``A: (P, p)`` (overrides ``subspace_dim``).
     method: ``"lbfgsb"`` (scipy's L-BFGS-B on :math:`-f(x + Ay)` with gradient :math:`-A^T\nabla f`,
-    bounds = the box, ``maxiter`` iterations: 10 in the paper) or ``"pga"`` (``projected_gradient_ascent``,
+    bounds = the box, ``maxiter`` iterations: 10 in the paper; ``lbfgsb_options`` adds scipy options, e.g.
+    ``{"gtol": 0.0}``) or ``"pga"`` (``projected_gradient_ascent``,
     ``maxiter`` accepted steps).
     start: ``"zero"`` (:math:`y = 0`, i.e. at ``x``), ``"random"`` (uniform in the box, from ``seed``),
     or a ``(p,)`` array (clipped into the box). At an exact critical point of ``f`` the zero start has
@@ -179,7 +189,7 @@ def epsilon_sharpness(net, theta, X, y, eps=1e-3, subspace_dim=None, maxiter=10,
 
     attempts = []
     if method == "lbfgsb":
-        y_best, run = _run_lbfgsb(objective, y0, radius, maxiter, f0)
+        y_best, run = _run_lbfgsb(objective, y0, radius, {"maxiter": maxiter, **(lbfgsb_options or {})}, f0)
         attempts.append(run)
         start_increase = objective(y0)[0] - f0 if np.any(y0) else 0.0
         if fallback and (run.status == 2 or not run.increase > max(0.0, start_increase)):
@@ -200,7 +210,7 @@ def epsilon_sharpness(net, theta, X, y, eps=1e-3, subspace_dim=None, maxiter=10,
         subspace_dim=None if basis is None else p, basis=basis, attempts=tuple(attempts))
 
 
-def _run_lbfgsb(objective, y0, radius, maxiter, f0):
+def _run_lbfgsb(objective, y0, radius, options, f0):
     """Minimize :math:`-F` over the box with scipy's L-BFGS-B; returns its point and a ``SolverRun``."""
     calls = objective.calls
 
@@ -208,8 +218,8 @@ def _run_lbfgsb(objective, y0, radius, maxiter, f0):
         value, grad = objective(z)
         return -value, -grad
 
-    res = optimize.minimize(negated, y0, jac=True, method="L-BFGS-B", bounds=list(zip(-radius, radius)),
-                            options={"maxiter": maxiter})
+    res = optimize.minimize(negated, y0, jac=True, method="L-BFGS-B", bounds=optimize.Bounds(-radius, radius),
+                            options=options)
     evaluations = objective.calls - calls
     y_res = np.clip(np.asarray(res.x, dtype=np.float64), -radius, radius)
     increase = objective(y_res)[0] - f0  # recomputed at the clipped point: res.fun is not trusted
@@ -285,7 +295,7 @@ class ExpectedSharpness:
     samples: np.ndarray = field(repr=False)
 
 
-def expected_sharpness(net, theta, X, y, sigma, num_samples=64, antithetic=True, seed=0):
+def expected_sharpness(net, theta, X, y, sigma, num_samples=64, antithetic=True, seed=0, diagonal=None):
     r"""Expected loss increase under Gaussian parameter noise (Neyshabur et al. 2017's expected sharpness;
     the PAC-Bayes flatness term), and its second-order Taylor prediction.
 
@@ -294,7 +304,8 @@ def expected_sharpness(net, theta, X, y, sigma, num_samples=64, antithetic=True,
     which cancels the first-order term :math:`\sigma \nabla f \cdot \xi` (all odd orders) exactly; for a
     quadratic ``f`` every sample then equals :math:`\frac12 \xi^T \Sigma^{1/2} H \Sigma^{1/2} \xi` with
     mean exactly the prediction. Otherwise one evaluation per draw. ``stderr`` = sample std / sqrt(n).
-    The trace and diagonal are exact (``net.hessian_diagonal``, no ``P x P`` matrix).
+    The trace and diagonal are exact: ``diagonal``, the ``(P,)`` Hessian diagonal, is computed with
+    ``net.hessian_diagonal`` (no ``P x P`` matrix) unless given, e.g. to reuse it across sigmas.
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be >= 2 for a standard error, got {num_samples}")
@@ -306,7 +317,11 @@ def expected_sharpness(net, theta, X, y, sigma, num_samples=64, antithetic=True,
     if np.any(sigma_arr < 0) or not np.all(np.isfinite(sigma_arr)):
         raise ValueError("sigma must be finite and >= 0")
     f0 = net.loss(theta, X, y)
-    diagonal = to_numpy(net.hessian_diagonal(theta, X, y)).astype(np.float64)  # (P,)
+    if diagonal is None:
+        diagonal = net.hessian_diagonal(theta, X, y)
+    diagonal = to_numpy(diagonal).astype(np.float64)  # (P,)
+    if diagonal.shape != (P,):
+        raise ValueError(f"diagonal must have shape ({P},), got {diagonal.shape}")
     trace = float(diagonal.sum())
     second_order = 0.5 * float(np.sum(np.broadcast_to(sigma_arr ** 2, (P,)) * diagonal))
     scale = xp.asarray(sigma_arr, dtype=theta.dtype, device=device_of(theta))

@@ -30,6 +30,25 @@ def test_diagonal_and_trace_equal_the_dense_hessians(problem):
     np.testing.assert_allclose(spectrum.hessian_trace(net, theta, X, y), np.trace(H), rtol=1e-12)
 
 
+def test_diagonal_in_chunks_and_on_array_api_strict(problem):
+    net, theta, X, y, H = problem
+    xs = pytest.importorskip("array_api_strict")
+    # 7 examples a chunk: the last chunk is partial; the sum over chunks is the same sum reordered.
+    chunked = ms.hessian.hessian_diagonal(net, theta, X, y, chunk_elements=7 * max(net.sizes[1:]) ** 2)
+    np.testing.assert_allclose(chunked, np.diag(H), rtol=0, atol=1e-12 * abs(H).max())
+    strict = net.hessian_diagonal(xs.asarray(theta), xs.asarray(X), xs.asarray(y))
+    np.testing.assert_allclose(np.asarray(strict), np.diag(H), rtol=0, atol=1e-12 * abs(H).max())
+
+
+def test_hessian_factor_squares_to_the_loss_hessian():
+    rng = np.random.default_rng(2)
+    Z = 3 * rng.standard_normal((20, 5))
+    for loss, y in [("cross_entropy", rng.integers(0, 5, 20)), ("mse", rng.standard_normal((20, 5)))]:
+        fn = ms.losses.get(loss)
+        R = fn.hessian_factor(Z, y)
+        np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), fn.hessian(Z, y), rtol=0, atol=1e-14)
+
+
 def test_per_example_hvps_are_single_example_hessians_times_v(problem):
     net, theta, X, y, H = problem
     v = np.random.default_rng(0).standard_normal(net.num_params)
