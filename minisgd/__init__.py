@@ -15,7 +15,7 @@ Public API::
     Hv = net.hvp(theta, X, y, V)                    # (P,) or (P, k)
     H = net.hessian(theta, X, y)                    # (P, P)
 """
-from . import activations, backend, errors, losses, spectrum
+from . import activations, backend, errors, landscape, losses, sharpness, spectrum
 from .errors import (BackendUnavailableError, HessianTooLargeError, LabelError, NonFiniteError,
                      ShapeError)
 from .hessian import hessian_flops, hessian_from_hvps, hessian_memory_bytes
@@ -24,7 +24,7 @@ from .mlp import MLP, Layer
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "Layer", "activations", "losses", "backend", "errors", "hessian_from_hvps", "hessian_flops",
+    "MLP", "Layer", "activations", "losses", "backend", "errors", "spectrum", "sharpness", "landscape", "hessian_from_hvps", "hessian_flops",
     "hessian_memory_bytes", "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError",
     "BackendUnavailableError",
 ]
