@@ -34,10 +34,12 @@ is one GEMM over i alone; the permutation and the mirror are Numba kernels with 
 machine's GEMM rate, with only :math:`O(N n^2)` per-example numbers materialized. Blocks are produced in
 row chunks so the work space stays a fraction of ``P x P``.
 """
+from dataclasses import dataclass
+
 from .backend import available_memory, device_of, namespace
 from .errors import HessianTooLargeError
 from .forward import augmented, backward_pass, forward_pass
-from .kernels import scatter_block, symmetrize_from_lower
+from .kernels import combine_block, scatter_block, symmetrize_from_lower
 
 PARTS = ("full", "gauss_newton", "residual")
 GIB = 2.0 ** 30
@@ -113,12 +115,60 @@ def _layer_jacobians(fwd):
 def hessian(net, theta, X, y, part="full", max_memory=None):
     """Exact ``(P, P)`` Hessian of the mean loss (``part="full"``, L2 included), or its Gauss-Newton part
     (L2 included) or residual part; inputs already validated by ``MLP``."""
+    xp = namespace(theta, X)
+    P = net.num_params
+    check_hessian_fits(net, X.shape[0], theta.dtype.itemsize if hasattr(theta.dtype, "itemsize") else 8, xp,
+                       max_memory)
+    # Every block of the full and Gauss-Newton matrices is written; the residual has all-zero blocks.
+    allocate = xp.zeros if part == "residual" else xp.empty
+    H = allocate((P, P), dtype=theta.dtype, device=device_of(theta))
+    for chunk in _lower_triangle_chunks(net, theta, X, y, part):
+        scatter_block(H, chunk.first, chunk.cross, chunk.row0, chunk.col0)
+    symmetrize_from_lower(H)
+    if net.l2 and part != "residual":
+        _add_to_diagonal(H, net.l2)
+    return H
+
+
+def hessian_frobenius_squared(net, theta, X, y, part="full"):
+    r""":math:`\lVert H \rVert_F^2 = \sum_{ij} H_{ij}^2 = \sum_i \lambda_i^2`, exactly, in the work space of one
+    chunk: the same chunks as ``hessian``, squared and summed instead of stored. An entry of the strict lower
+    triangle stands for two; the square on the diagonal of a diagonal block holds both triangles already.
+    The L2 term adds :math:`2 \lambda\, \mathrm{tr} H_{data} + P \lambda^2`."""
+    xp = namespace(theta, X)
+    total, trace = 0.0, 0.0
+    for chunk in _lower_triangle_chunks(net, theta, X, y, part):
+        block = combine_block(chunk.first, chunk.cross)  # (rows, cols) of H
+        if chunk.square is None:
+            total += 2.0 * float(xp.sum(block * block))
+            continue
+        lower, square = block[:, :chunk.square], block[:, chunk.square:]
+        total += 2.0 * float(xp.sum(lower * lower)) + float(xp.sum(square * square))
+        trace += float(xp.sum(xp.linalg.diagonal(square)))
+    if net.l2 and part != "residual":
+        total += 2.0 * net.l2 * trace + net.num_params * net.l2 ** 2
+    return total
+
+
+@dataclass
+class _Chunk:
+    """Rows ``row0 ...`` and columns ``col0 ...`` of the lower triangle of H, as ``first`` (i, i', o, o') and
+    ``cross`` (o, i', i, o') pieces (see ``kernels.scatter_block``); ``square`` is None off the diagonal
+    blocks, else the column (within the chunk) where the chunk's own diagonal square starts."""
+
+    row0: int
+    col0: int
+    first: object
+    cross: object
+    square: object
+
+
+def _lower_triangle_chunks(net, theta, X, y, part):
+    """Yield the lower triangle of the Hessian (or one of its parts) chunk by chunk, block (l, m <= l)
+    after block; see the module docstring for the formulas."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
-    xp = namespace(theta, X)
-    N, P, L = X.shape[0], net.num_params, net.num_layers
-    check_hessian_fits(net, N, theta.dtype.itemsize if hasattr(theta.dtype, "itemsize") else 8, xp, max_memory)
-
+    N, L = X.shape[0], net.num_layers
     params = net.unflatten(theta)
     fwd = forward_pass(params, X, net.activation, order=2)
     Z = fwd.outputs
@@ -127,11 +177,7 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
     J = _layer_jacobians(fwd)
     first_order = part != "gauss_newton"
     inputs = [augmented(a) for a in fwd.inputs]  # (N, n_{l-1} + 1)
-
-    # Every block of the full and Gauss-Newton matrices is written; the residual has all-zero blocks.
-    allocate = xp.zeros if part == "residual" else xp.empty
-    H = allocate((P, P), dtype=theta.dtype, device=device_of(theta))
-    budget = _workspace_budget(P)
+    budget = _workspace_budget(net.num_params)
     for l in range(L):
         for m in range(l + 1):
             M = C[l] if m == l or C[l] is None else C[l] @ J[l][m]  # (N, n_l, n_m) or None
@@ -142,11 +188,7 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
                 second = (deltas[l], fwd.dact[l - 1], True)
             elif first_order and m < l:
                 second = (deltas[l], fwd.dact[l - 1][:, :, None] * J[l - 1][m], False)  # da_{l-1}/dz_m
-            _accumulate_block(H, net.layers[l], net.layers[m], inputs[l], inputs[m], M, second, N, budget)
-    symmetrize_from_lower(H)
-    if net.l2 and part != "residual":
-        _add_to_diagonal(H, net.l2)
-    return H
+            yield from _block_chunks(net.layers[l], net.layers[m], inputs[l], inputs[m], M, second, N, budget)
 
 
 def hessian_diagonal(net, theta, X, y, chunk_elements=1 << 23):
@@ -220,8 +262,8 @@ def _add_to_diagonal(H, value, chunk=1024):
         H[r0:r1, r0:r1] = H[r0:r1, r0:r1] + value * xp.eye(r1 - r0, dtype=H.dtype, device=device_of(H))
 
 
-def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
-    r"""Write block (l, m) of the Hessian into the lower triangle of ``H``, in chunks of rows.
+def _block_chunks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
+    r"""Yield block (l, m) of the Hessian's lower triangle in chunks of rows (``_Chunk``).
 
     a_l: (N, I) with I = fan_in_l + 1;  a_m: (N, I');  M: (N, O, O') or None;
     second: None, or ``(delta_l: (N, O), D, diagonal)`` for the first-order cross-layer term with
@@ -258,7 +300,7 @@ def _accumulate_block(H, layer_l, layer_m, a_l, a_m, M, second, N, budget):
             else:
                 D_rows = xp.reshape(D[:, i0:j1, :], (N, jc * Op))  # (N, i o')
                 cross = xp.reshape(C2.T @ D_rows, (O, Ip, jc, Op))  # (o, i', i, o')
-        scatter_block(H, first, cross, layer_l.start + i0 * O, layer_m.start)
+        yield _Chunk(layer_l.start + i0 * O, layer_m.start, first, cross, i0 * Op if diagonal_block else None)
 
 
 def _row_chunks(I, Ip, O, Op, N, budget):

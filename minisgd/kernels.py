@@ -21,20 +21,23 @@ from .backend import namespace
 TILE = 64  # symmetrize tile: two 64 x 64 float64 tiles (64 KiB) stay in L2
 
 
-def scatter_block_reference(H, first, cross, row0, col0):
-    """Array-API twin of ``scatter_block``.
-
-    H: (P, P), written in place; first: (ic, I', O, O') or None; cross: (O, I', jc, O') or None, jc <= ic;
-    rows ``row0 : row0 + ic*O`` and columns ``col0 : col0 + I'*O'`` of ``H`` receive the block.
-    """
-    xp = namespace(H)
+def combine_block(first, cross):
+    """``(ic*O, I'*O')``: the Hessian entries ``first[i, i', o, o'] + cross[o, i', i, o']`` at rows (i, o) and
+    columns (i', o'); ``first``: (ic, I', O, O') or None; ``cross``: (O, I', jc, O') or None, jc <= ic."""
+    xp = namespace(first if first is not None else cross)
     block = None if first is None else xp.permute_dims(first, (0, 2, 1, 3))  # (i, o, i', o')
     if cross is not None:
         moved = xp.permute_dims(cross, (2, 0, 1, 3))  # (o, i', i, o') -> (i, o, i', o')
         jc = moved.shape[0]
         block = moved if block is None else xp.concat([block[:jc, ...] + moved, block[jc:, ...]], axis=0)
     ic, O, Ip, Op = block.shape
-    H[row0:row0 + ic * O, col0:col0 + Ip * Op] = xp.reshape(block, (ic * O, Ip * Op))
+    return xp.reshape(block, (ic * O, Ip * Op))
+
+
+def scatter_block_reference(H, first, cross, row0, col0):
+    """Array-API twin of ``scatter_block``: ``H[row0 : row0 + ic*O, col0 : col0 + I'*O'] = combine_block(...)``."""
+    block = combine_block(first, cross)
+    H[row0:row0 + block.shape[0], col0:col0 + block.shape[1]] = block
 
 
 def symmetrize_from_lower_reference(H, slab=256):

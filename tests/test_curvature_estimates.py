@@ -117,3 +117,14 @@ def test_over_subsets_measures_disjoint_subsets(problem):
     assert est.samples[0] == pytest.approx(first, rel=1e-12) and est.stderr == pytest.approx(est.samples.std(ddof=1))
     with pytest.raises(ValueError, match="disjoint subsets"):
         spectrum.over_subsets(lambda Xs, ys: 0.0, X, y, num_subsets=7, subset_size=10)
+
+
+@pytest.mark.parametrize("part", ["full", "gauss_newton", "residual"])
+def test_frobenius_norm_without_the_hessian_equals_the_dense_one(problem, part, monkeypatch):
+    net, theta, X, y, H = problem
+    dense = {"full": H, "gauss_newton": net.gauss_newton(theta, X, y), "residual": net.residual(theta, X, y)}[part]
+    expected = float(np.sum(dense ** 2))
+    # Same entries, summed in another order: 1e-12 relative.
+    assert ms.hessian.hessian_frobenius_squared(net, theta, X, y, part) == pytest.approx(expected, rel=1e-12)
+    monkeypatch.setattr(ms.hessian, "_workspace_budget", lambda P: 30)  # many small chunks
+    assert ms.hessian.hessian_frobenius_squared(net, theta, X, y, part) == pytest.approx(expected, rel=1e-12)
