@@ -300,7 +300,8 @@ def _block_chunks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
             else:
                 D_rows = xp.reshape(D[:, i0:j1, :], (N, jc * Op))  # (N, i o')
                 cross = xp.reshape(C2.T @ D_rows, (O, Ip, jc, Op))  # (o, i', i, o')
-        yield _Chunk(layer_l.start + i0 * O, layer_m.start, first, cross, i0 * Op if diagonal_block else None)
+        if first is not None or cross is not None:  # a residual chunk of bias rows alone is zero
+            yield _Chunk(layer_l.start + i0 * O, layer_m.start, first, cross, i0 * Op if diagonal_block else None)
 
 
 def _row_chunks(I, Ip, O, Op, N, budget):
