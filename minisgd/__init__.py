@@ -15,7 +15,14 @@ Public API::
     Hv = net.hvp(theta, X, y, V)                    # (P,) or (P, k)
     H = net.hessian(theta, X, y)                    # (P, P)
 """
-from . import activations, backend, errors, landscape, losses, sharpness, spectrum
+from . import (activations, backend, callbacks, checkpoint, errors, landscape, losses, optim, sampling, schedules,
+               sharpness, spectrum)
+from .callbacks import GradientNoise, StopTraining, TopEigenvalue, every, gradient_noise, top_eigenvalue
+from .checkpoint import CheckpointError, ConfigMismatchError
+from .optim import SGD, Adam, Momentum, Nesterov, make_optimizer
+from .sampling import Sampler
+from .train import (DivergenceError, TrainConfig, TrainResult, batch_sequence, load_run, planned_steps,
+                    train)
 from .errors import (BackendUnavailableError, HessianTooLargeError, LabelError, NonFiniteError,
                      ShapeError)
 from .hessian import hessian_flops, hessian_from_hvps, hessian_memory_bytes
@@ -24,7 +31,15 @@ from .mlp import MLP, Layer
 __version__ = "0.1.0"
 
 __all__ = [
-    "MLP", "Layer", "activations", "losses", "backend", "errors", "spectrum", "sharpness", "landscape", "hessian_from_hvps", "hessian_flops",
-    "hessian_memory_bytes", "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError",
-    "BackendUnavailableError",
+    # the network and its curvature
+    "MLP", "Layer", "hessian_from_hvps", "hessian_flops", "hessian_memory_bytes",
+    # training
+    "TrainConfig", "TrainResult", "train", "DivergenceError", "load_run", "planned_steps", "batch_sequence",
+    "every", "StopTraining", "top_eigenvalue", "gradient_noise", "TopEigenvalue", "GradientNoise",
+    "SGD", "Momentum", "Nesterov", "Adam", "make_optimizer", "Sampler", "CheckpointError", "ConfigMismatchError",
+    # errors
+    "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError", "BackendUnavailableError",
+    # modules
+    "activations", "losses", "backend", "errors", "spectrum", "sharpness", "landscape", "optim", "sampling",
+    "schedules", "callbacks", "checkpoint",
 ]

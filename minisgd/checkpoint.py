@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import to_numpy
+
 FORMAT = "minisgd-checkpoint"
 VERSION = 1
 
@@ -142,8 +144,6 @@ def save_state(folder, theta, opt_state, counters, history, meta, name="checkpoi
     exact: float64 and int64 round-trip bit for bit) in the NPZ; ``counters`` (a dict with ``"step"``), the
     optimizer's step count, the history's keys and ``meta`` in the manifest. Device arrays are copied to the host.
     """
-    from .backend import to_numpy
-
     arrays = {"theta": to_numpy(theta)}
     arrays.update({f"opt.{k}": to_numpy(v) for k, v in opt_state.items() if k != "step"})
     arrays.update({f"history.{k}": np.asarray(v) for k, v in history.items()})

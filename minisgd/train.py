@@ -31,14 +31,16 @@ on its evaluation schedule; an interrupted run resumes to an identical history.
 import hashlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, fields
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .backend import device_of, namespace, to_numpy
-from .callbacks import StopTraining
+from .callbacks import StopTraining, fixed_subset
 from .errors import NonFiniteError
 from .optim import make_optimizer
 from .sampling import SAMPLING, Sampler
@@ -270,7 +272,6 @@ def load_run(folder):
 
 
 def _interactive():
-    import sys
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
@@ -310,7 +311,6 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
             raise FileExistsError(f"{cfg.out} already holds a checkpoint; pass resume={cfg.out!r} to continue it, "
                                   "or choose another out= (or delete the folder) to start afresh")
         theta, opt_state, c, history = theta0, opt.init(theta0), _Counters(), {}
-    from .callbacks import fixed_subset
     eval_sets = [("train", *fixed_subset(data, cfg.eval_subset, cfg.seed))]
     for split in ("test", "val"):
         if getattr(data, f"X_{split}", None) is not None:
@@ -318,7 +318,6 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
     t0 = time.perf_counter() - c.elapsed
     prev = (theta, opt_state)  # the state before the last update: what a divergence hands back
     show = _interactive() if progress is None else bool(progress)
-    from tqdm.auto import tqdm
     bar = tqdm(total=planned_steps(cfg, N), initial=c.step, disable=not show, unit="step", dynamic_ncols=True)
     postfix = {}
 
@@ -410,7 +409,7 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
                 c.loss0 = loss
             if bad(loss):
                 diverge(loss, "minibatch loss")
-            grad_norm = float(xp.linalg.vector_norm(g)) if cfg.log_grad_norm else math.nan
+            grad_norm = math.sqrt(float(g @ g)) if cfg.log_grad_norm else math.nan  # BLAS dot: 4x vector_norm
             prev = (theta, opt_state)
             theta, opt_state = opt.update(theta, g, opt_state, lr)
             _append(history, {"step": c.step, "epoch": c.epoch, "lr": lr, "batch_size": len(idx), "loss": loss,
