@@ -14,7 +14,7 @@ import pytest
 
 import minisgd as ms
 from minisgd.callbacks import GradientNoise, StopTraining, TopEigenvalue, every
-from minisgd.train import DivergenceError, TrainConfig, batch_sequence, planned_steps, train
+from minisgd.train import ArrayData, DivergenceError, TrainConfig, batch_sequence, planned_steps, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,7 +127,7 @@ def test_history_and_measurements():
 
 def test_gradient_noise_and_top_eigenvalue_against_dense_references():
     net, theta, (X, y, _, _) = small_classifier(N=40)
-    data = ms.train.ArrayData(X, y)
+    data = ArrayData(X, y)
     G = net.per_example_grads(theta, X, y)  # (N, P)
     noise = GradientNoise(subset=None)(net, theta, data, 0)
     assert noise["grad_noise_trace"] == pytest.approx(np.mean(np.sum((G - G.mean(0)) ** 2, axis=1)), rel=1e-10)
