@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import available_memory, device_of, namespace, to_numpy
-from .hessian import hessian_memory_bytes
+from .hessian import PARTS, hessian_memory_bytes
 
 METHODS = ("auto", "exact", "lanczos")
 WHICH = ("largest", "smallest")
@@ -134,14 +134,17 @@ def exact_spectrum(H, k=None, which="largest", return_vectors=False):
 
 
 def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", return_vectors=False,
-                     seed=0, tol=1e-8, max_iter=None, max_memory=None):
+                     seed=0, tol=1e-8, max_iter=None, max_memory=None, part="full"):
     """The ``k`` extreme Hessian eigenvalues (``k=None``: all, exact only), exactly or by Lanczos.
 
     ``method="auto"`` forms the Hessian when it and ``eigh``'s work space (about twice the matrix) fit in
-    memory, else runs Lanczos on ``net.hvp``; ``Spectrum.method`` says which was used.
+    memory, else runs Lanczos on ``net.hvp``; ``Spectrum.method`` says which was used. ``part`` takes the
+    spectrum of the Hessian (``"full"``), its Gauss-Newton part or its residual (exact route only).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     xp = namespace(theta)
     itemsize = 4 if theta.dtype == xp.float32 else 8
     if method == "auto":
@@ -149,10 +152,12 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
         have = available_memory(xp) if max_memory is None else max_memory
         method = "exact" if need <= have else "lanczos"
     if method == "exact":
-        H = net.hessian(theta, X, y, max_memory=max_memory)
+        H = {"full": net.hessian, "gauss_newton": net.gauss_newton, "residual": net.residual}[part](
+            theta, X, y, max_memory=max_memory)
         return exact_spectrum(H, k, which, return_vectors)
-    if k is None:
-        raise ValueError("k=None (the whole spectrum) needs method='exact'")
+    if k is None or part != "full":
+        raise ValueError("the whole spectrum (k=None) and the Gauss-Newton or residual parts need method='exact' "
+                         "(Lanczos here runs on Hessian-vector products of the full Hessian)")
     q0 = np.random.default_rng(seed).standard_normal(net.num_params)
     q0 = xp.asarray(q0, dtype=theta.dtype, device=device_of(theta))
     return lanczos(lambda v: net.hvp(theta, X, y, v), q0, k, which, max_iter, tol, return_vectors)

@@ -104,3 +104,15 @@ def test_bad_arguments():
         spectrum.lanczos(lambda v: v, np.ones(3), which="middle")
     with pytest.raises(ValueError, match="k must lie in"):
         spectrum.lanczos(lambda v: v, np.ones(3), k=5)
+
+
+@pytest.mark.parametrize("part", ["gauss_newton", "residual"])
+def test_parts_have_the_spectra_of_their_dense_matrices(problem, part):
+    net, theta, X, y = problem
+    dense = {"gauss_newton": net.gauss_newton, "residual": net.residual}[part](theta, X, y)
+    s = ms.spectrum.hessian_spectrum(net, theta, X, y, k=None, method="exact", part=part)
+    np.testing.assert_allclose(s.values, np.linalg.eigvalsh(dense)[::-1], atol=1e-12 * abs(dense).max())
+    if part == "gauss_newton":
+        assert s.values[-1] >= -1e-12 * s.values[0]  # positive semi-definite up to rounding
+    with pytest.raises(ValueError, match="need method='exact'"):
+        ms.spectrum.hessian_spectrum(net, theta, X, y, k=2, method="lanczos", part=part)
