@@ -57,6 +57,16 @@ def forward_pass(params, X, activation, order=1):
     return fwd
 
 
+def rows_times(A, W):
+    """``A @ W`` for ``A: (..., m)``, ``W: (m, n)`` as one GEMM over all leading rows (NumPy would run one
+    GEMM per leading index)."""
+    xp = namespace(A)
+    if A.ndim == 2:
+        return A @ W
+    lead = A.shape[:-1]
+    return xp.reshape(xp.reshape(A, (-1, A.shape[-1])) @ W, (*lead, W.shape[1]))
+
+
 def backward_pass(fwd, seed):
     r"""Backpropagate ``seed`` :math:`= \partial \ell / \partial z_L` through the network.
 
@@ -71,7 +81,7 @@ def backward_pass(fwd, seed):
     deltas[L - 1] = delta
     for l in range(L - 1, 0, -1):
         W = fwd.params[l][0]
-        g = delta @ W.T  # (..., N, n_l)
+        g = rows_times(delta, W.T)  # (..., N, n_l)
         act_grads[l - 1] = g
         delta = g * fwd.dact[l - 1]
         deltas[l - 1] = delta

@@ -211,7 +211,8 @@ def hessian_diagonal(net, theta, X, y, chunk_elements=1 << 23):
     xp = namespace(theta, X)
     N, K = X.shape[0], net.sizes[-1]
     widest = max(net.sizes[1:])
-    rows = max(1, chunk_elements // max(K * widest, widest * widest))
+    chains = net.num_layers >= 4  # hidden layers two apart exist: (rows, n, n) Jacobians are formed
+    rows = max(1, chunk_elements // (widest * max(K, widest if chains else 1)))
     params = net.unflatten(theta)
     total = None
     for n0 in range(0, N, rows):

@@ -19,14 +19,7 @@ gives :math:`Hv` block by block as :math:`R\{\nabla_{W_l}\} = (R\{a_{l-1}\}^T \d
 a leading axis: every R-quantity is ``(k, N, n_l)``, so one call costs a few GEMMs per layer, not k passes.
 """
 from .backend import device_of, namespace
-from .forward import augmented, backward_pass, forward_pass
-
-
-def _rows_times(A, W):
-    """``(k, N, m) @ (m, n)`` as one GEMM over the k*N rows."""
-    xp = namespace(A)
-    k, N, m = A.shape
-    return xp.reshape(xp.reshape(A, (k * N, m)) @ W, (k, N, W.shape[1]))
+from .forward import augmented, backward_pass, forward_pass, rows_times
 
 
 def _r_pass(net, theta, X, y, Vk):
@@ -52,7 +45,7 @@ def _r_pass(net, theta, X, y, Vk):
     for l, ((W, _), (VW, vb)) in enumerate(zip(params, dirs)):
         Rz = fwd.inputs[l] @ VW + vb[:, None, :]  # (N, n_{l-1}) @ (k, n_{l-1}, n_l) -> (k, N, n_l)
         if R_inputs[l] is not None:
-            Rz = Rz + _rows_times(R_inputs[l], W)
+            Rz = Rz + rows_times(R_inputs[l], W)
         R_pre.append(Rz)
         if l < len(params) - 1:
             R_inputs.append(fwd.dact[l] * Rz)
@@ -63,7 +56,7 @@ def _r_pass(net, theta, X, y, Vk):
         R_deltas[l] = R_delta
         if l > 0:
             W, VW = params[l][0], dirs[l][0]
-            R_g = _rows_times(R_delta, W.T) + deltas[l] @ xp.permute_dims(VW, (0, 2, 1))  # (k, N, n_{l-1})
+            R_g = rows_times(R_delta, W.T) + deltas[l] @ xp.permute_dims(VW, (0, 2, 1))  # (k, N, n_{l-1})
             R_delta = R_g * fwd.dact[l - 1] + (act_grads[l - 1] * fwd.d2act[l - 1]) * R_pre[l - 1]
     return fwd, deltas, R_inputs, R_deltas
 
