@@ -15,8 +15,9 @@ from .backend import device_of, namespace
 from .forward import augmented, backward_pass, forward_pass
 
 
-def _output_deltas(net, fwd, y):
-    deltas, _ = backward_pass(fwd, net.loss_fn.grad(fwd.outputs, y))
+def _output_deltas(net, fwd, y, scale=1.0):
+    """Per-example deltas of every layer, times ``scale`` (1/N folds the mean into the small output seed)."""
+    deltas, _ = backward_pass(fwd, net.loss_fn.grad(fwd.outputs, y) * scale)
     return deltas
 
 
@@ -25,12 +26,12 @@ def loss_and_grad(net, theta, X, y):
     xp = namespace(theta, X)
     N = X.shape[0]
     fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
-    deltas = _output_deltas(net, fwd, y)
+    deltas = _output_deltas(net, fwd, y, 1.0 / N)  # deltas of the mean loss: no pass over P to divide
     pieces = []
     for a, delta in zip(fwd.inputs, deltas):
         pieces.append(xp.reshape(a.T @ delta, (-1,)))  # dW: (n_{l-1}, n_l) row-major
         pieces.append(xp.sum(delta, axis=0))  # db: (n_l,)
-    grad = xp.concat(pieces) / N
+    grad = xp.concat(pieces)
     loss = xp.mean(net.loss_fn.value(fwd.outputs, y))
     if net.l2:
         grad = grad + net.l2 * theta

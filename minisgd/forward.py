@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import List
 
 from .backend import device_of, namespace
+from .kernels import bias_activation
 
 
 @dataclass
@@ -45,15 +46,19 @@ def forward_pass(params, X, activation, order=1):
     last = len(params) - 1
     for l, (W, b) in enumerate(params):
         fwd.inputs.append(a)
-        z = a @ W + b  # (N, n_l)
-        fwd.pre.append(z)
-        if l < last:
+        if l == last:
+            fwd.pre.append(a @ W + b)  # (N, K)
+        elif order == 1:  # the training path: bias, activation and derivative in one pass
+            z, a, da = bias_activation(a @ W, b, activation)  # (N, n_l) each
+            fwd.pre.append(z)
+            fwd.dact.append(da)
+        else:
+            z = a @ W + b  # (N, n_l)
+            fwd.pre.append(z)
             derivs = activation.derivatives(z, order)
             a = derivs[0]
-            if order >= 1:
-                fwd.dact.append(derivs[1])
-            if order == 2:
-                fwd.d2act.append(derivs[2])
+            fwd.dact += derivs[1:2]
+            fwd.d2act += derivs[2:3]
     return fwd
 
 

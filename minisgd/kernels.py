@@ -4,6 +4,10 @@ A kernel earns its place only where ``benchmarks/bench_kernels.py`` shows it bea
 expression on the CPU; everything else in minisgd is NumPy/CuPy expressions. The dispatchers use the kernel
 for NumPy inputs and the twin for every other backend (CuPy, array_api_strict).
 
+``bias_activation``: the forward pass adds the bias to the GEMM output and applies the activation and its
+derivative: four elementwise passes in NumPy (``z + b``, ``tanh``, ``t * t``, ``1 - .``), one in the kernel, which
+matters once a hidden layer's activations no longer fit in cache (large batches, wide layers).
+
 The exact Hessian ends in two memory-bound steps, and these are the kernels:
 
 ``scatter_block``: a GEMM over examples returns a block of the Hessian with its axes in contraction order,
@@ -53,6 +57,16 @@ def symmetrize_from_lower_reference(H, slab=256):
             H[r0:r1, r1:] = H[r1:, r0:r1].T
 
 
+FUSED_ACTIVATIONS = ("tanh", "relu")
+
+
+def bias_activation_reference(z, b, activation):
+    """Array-API twin of ``bias_activation``: ``(z + b, f(z + b), f'(z + b))`` for z: (N, n), b: (n,)."""
+    z = z + b
+    f, df = activation.derivatives(z, 1)
+    return z, f, df
+
+
 _kernels = {}
 
 
@@ -98,7 +112,29 @@ def _compiled():
                     for j in range(max(c0, i + 1), c1):
                         H[i, j] = H[j, i]
 
-    _kernels.update(scatter=scatter, symmetrize=symmetrize)
+    @numba.njit(cache=True, nogil=True)
+    def bias_tanh(z, b, f, df):
+        N, n = z.shape
+        for i in range(N):
+            for j in range(n):
+                v = z[i, j] + b[j]
+                t = np.tanh(v)
+                z[i, j] = v
+                f[i, j] = t
+                df[i, j] = 1.0 - t * t
+
+    @numba.njit(cache=True, nogil=True)
+    def bias_relu(z, b, f, df):
+        N, n = z.shape
+        for i in range(N):
+            for j in range(n):
+                v = z[i, j] + b[j]
+                z[i, j] = v
+                positive = v > 0.0
+                f[i, j] = v if positive else 0.0
+                df[i, j] = 1.0 if positive else 0.0
+
+    _kernels.update(scatter=scatter, symmetrize=symmetrize, tanh=bias_tanh, relu=bias_relu)
     return _kernels
 
 
@@ -128,3 +164,18 @@ def scatter_block(H, first, cross, row0, col0):
 def symmetrize_from_lower(H):
     """``H[i, j] = H[j, i]`` for ``j > i``, in place: the Numba kernel on NumPy, the twin elsewhere."""
     (symmetrize_from_lower_numba if _use_numba(H) else symmetrize_from_lower_reference)(H)
+
+
+def bias_activation_numba(z, b, activation):
+    """Numba version of ``bias_activation_reference`` for C-contiguous NumPy ``z`` (overwritten with z + b)."""
+    f, df = np.empty_like(z), np.empty_like(z)
+    _compiled()[activation.name](z, b.astype(z.dtype, copy=False), f, df)
+    return z, f, df
+
+
+def bias_activation(z, b, activation):
+    """``(z + b, f(z + b), f'(z + b))``: the fused kernel for tanh and relu on NumPy floats (``z``, a fresh
+    GEMM output, is overwritten), the twin elsewhere."""
+    if activation.name in FUSED_ACTIVATIONS and _use_numba(z) and z.ndim == 2:
+        return bias_activation_numba(z, b, activation)
+    return bias_activation_reference(z, b, activation)

@@ -41,3 +41,19 @@ def test_dispatch_uses_the_twin_for_non_contiguous_arrays():
     first = np.ones((2, 2, 3, 4))
     kernels.scatter_block(H, first, None, 0, 0)
     np.testing.assert_array_equal(H[:6, :8], 1.0)
+
+
+@pytest.mark.parametrize("name", kernels.FUSED_ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_bias_activation_kernel_equals_twin(name, dtype):
+    from minisgd import activations
+    act = activations.get(name)
+    rng = np.random.default_rng(1)
+    z = (3 * rng.standard_normal((37, 13))).astype(dtype)
+    b = rng.standard_normal(13).astype(dtype)
+    expected = kernels.bias_activation_reference(z, b, act)
+    got = kernels.bias_activation_numba(z.copy(), b, act)
+    for e, g in zip(expected, got):
+        assert g.dtype == dtype
+        # Same operations on the same numbers; libm's tanh and Numba's may differ in the last ulp.
+        np.testing.assert_allclose(g, e, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
