@@ -3,7 +3,7 @@
     python benchmarks/bench_kernels.py
 
 Prints best-of-15 times and the twin/kernel ratio. A kernel stays in minisgd only while its ratio is > 1.
-The kernels are serial on purpose: a parallel region right after an OpenBLAS GEMM competes with OpenBLAS's
+Each timing includes the same copy of the input on both sides. The kernels are serial on purpose: a parallel region right after an OpenBLAS GEMM competes with OpenBLAS's
 still-spinning worker threads, and measured slower inside `hessian` than the serial kernel.
 """
 import time
@@ -45,6 +45,16 @@ def main():
         t_kernel = best_of(lambda: kernels.symmetrize_from_lower_numba(H), 7)
         t_twin = best_of(lambda: kernels.symmetrize_from_lower_reference(H), 7)
         rows.append((f"symmetrize P = {P}", t_kernel, t_twin))
+    from minisgd import activations
+    for name in ("relu",):
+        act = activations.get(name)
+        for N in (256, 4096):
+            z = rng.standard_normal((N, 512)).astype(np.float32)
+            b = rng.standard_normal(512).astype(np.float32)
+            kernels.bias_activation_numba(z.copy(), b, act)
+            t_kernel = best_of(lambda: kernels.bias_activation_numba(z.copy(), b, act))
+            t_twin = best_of(lambda: kernels.bias_activation_reference(z.copy(), b, act))
+            rows.append((f"bias + {name} + derivative ({N}, 512) float32", t_kernel, t_twin))
     print("| kernel | Numba (ms) | NumPy twin (ms) | twin / Numba |")
     print("|---|---|---|---|")
     for name, t_kernel, t_twin in rows:

@@ -5,8 +5,7 @@ expression on the CPU; everything else in minisgd is NumPy/CuPy expressions. The
 for NumPy inputs and the twin for every other backend (CuPy, array_api_strict).
 
 ``bias_activation``: the forward pass adds the bias to the GEMM output and applies the activation and its
-derivative: four elementwise passes in NumPy (``z + b``, ``tanh``, ``t * t``, ``1 - .``), one in the kernel, which
-matters once a hidden layer's activations no longer fit in cache (large batches, wide layers).
+derivative: several elementwise passes in NumPy, one in the kernel (ReLU only; see ``FUSED_ACTIVATIONS``).
 
 The exact Hessian ends in two memory-bound steps, and these are the kernels:
 
@@ -57,7 +56,9 @@ def symmetrize_from_lower_reference(H, slab=256):
             H[r0:r1, r1:] = H[r1:, r0:r1].T
 
 
-FUSED_ACTIVATIONS = ("tanh", "relu")
+# tanh is not here: NumPy's tanh is vectorized (SIMD), Numba's calls libm once per element, and the fused tanh
+# kernel measured 14x slower than the four NumPy passes (benchmarks/bench_kernels.py).
+FUSED_ACTIVATIONS = ("relu",)
 
 
 def bias_activation_reference(z, b, activation):
@@ -113,17 +114,6 @@ def _compiled():
                         H[i, j] = H[j, i]
 
     @numba.njit(cache=True, nogil=True)
-    def bias_tanh(z, b, f, df):
-        N, n = z.shape
-        for i in range(N):
-            for j in range(n):
-                v = z[i, j] + b[j]
-                t = np.tanh(v)
-                z[i, j] = v
-                f[i, j] = t
-                df[i, j] = 1.0 - t * t
-
-    @numba.njit(cache=True, nogil=True)
     def bias_relu(z, b, f, df):
         N, n = z.shape
         for i in range(N):
@@ -134,7 +124,7 @@ def _compiled():
                 f[i, j] = v if positive else 0.0
                 df[i, j] = 1.0 if positive else 0.0
 
-    _kernels.update(scatter=scatter, symmetrize=symmetrize, tanh=bias_tanh, relu=bias_relu)
+    _kernels.update(scatter=scatter, symmetrize=symmetrize, relu=bias_relu)
     return _kernels
 
 
@@ -174,8 +164,8 @@ def bias_activation_numba(z, b, activation):
 
 
 def bias_activation(z, b, activation):
-    """``(z + b, f(z + b), f'(z + b))``: the fused kernel for tanh and relu on NumPy floats (``z``, a fresh
-    GEMM output, is overwritten), the twin elsewhere."""
+    """``(z + b, f(z + b), f'(z + b))``: the fused kernel for ``FUSED_ACTIVATIONS`` on NumPy floats (``z``, a
+    fresh GEMM output, is overwritten), the twin elsewhere."""
     if activation.name in FUSED_ACTIVATIONS and _use_numba(z) and z.ndim == 2:
         return bias_activation_numba(z, b, activation)
     return bias_activation_reference(z, b, activation)
