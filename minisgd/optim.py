@@ -116,29 +116,17 @@ class Momentum(_Rule):
 
 
 @dataclass(frozen=True)
-class Nesterov(_Rule):
+class Nesterov(Momentum):
     r"""Nesterov momentum in the PyTorch form (Sutskever et al. 2013, rewritten at the look-ahead point):
 
     .. math::
         v_{t+1} = \mu v_t + g_t, \qquad \theta_{t+1} = \theta_t - \eta_t (g_t + \mu v_{t+1}), \qquad v_0 = 0,
 
     where :math:`g_t` is the gradient at :math:`\theta_t` (no second gradient evaluation).
-    State: ``{"step", "velocity"}``.
+    State: ``{"step", "velocity"}``; hyperparameters and checks as :class:`Momentum`.
     """
 
-    mu: float = 0.9
-    weight_decay: float = 0.0
-    decoupled: bool = False
-
     name = "nesterov"
-
-    def __post_init__(self):
-        if not 0 <= self.mu < 1:
-            raise ValueError(f"momentum mu must lie in [0, 1), got {self.mu!r}")
-        _check_decay(self.weight_decay)
-
-    def init(self, theta):
-        return {"step": 0, "velocity": _zeros(theta)}
 
     def update(self, theta, grad, state, lr):
         g = _l2(theta, grad, self.weight_decay, self.decoupled)
