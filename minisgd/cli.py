@@ -1,11 +1,19 @@
 """The ``minisgd`` command line. Library code never prints; this module does.
 
+``minisgd list``: the scenarios, one line each.
+``minisgd run NAME [--quick] [--seed S] [--seeds K] [--device cpu|gpu] [--jobs J] [--out DIR] [--set key=value ...]
+[--plots DIR]``: run a scenario's sweep into a run folder (default ``runs/NAME`` or ``runs/NAME-quick``); running it
+again resumes (finished points are skipped) and redraws the summary and figures.
+``minisgd show RUN_DIR``: the summary of a run.
 ``minisgd demo``: the exact Hessian spectrum of a small random network, checked against finite differences
-of the hand-derived gradient. More commands (list, run, show) arrive with the scenarios.
+of the hand-derived gradient.
 """
 import argparse
+import json
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -60,9 +68,141 @@ def demo(args):
     return 0 if ok else 1
 
 
+# ---- scenarios -----------------------------------------------------------------------------------------------
+
+def list_scenarios(args):
+    from . import scenarios
+    width = max(len(n) for n in scenarios.names())
+    for name in scenarios.names():
+        sc = scenarios.get(name)
+        full, quick = len(sc.grid(sc.config())), len(sc.grid(sc.config(quick=True)))
+        print(f"{name:<{width}}  {sc.description} [{full} points; --quick: {quick}]")
+    return 0
+
+
+def _error(message):
+    print(f"minisgd: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _print_failure(failure):
+    print(f"\npoint {failure['key']} failed: {failure['error']}\n  point: {json.dumps(failure['point'])}\n"
+          + "  " + failure["traceback"].rstrip().replace("\n", "\n  "), file=sys.stderr)
+
+
+def _config_help(scenario):
+    import dataclasses
+    import typing
+    full, quick = scenario.config(), scenario.config(quick=True)
+    hints = typing.get_type_hints(scenario.config_class)
+    print(f"config keys of {scenario.name} (full default; --quick value where it differs):")
+    for f in dataclasses.fields(full):
+        q = getattr(quick, f.name)
+        differs = f"   (quick: {q!r})" if q != getattr(full, f.name) else ""
+        hint = hints[f.name]
+        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        print(f"  {f.name} = {getattr(full, f.name)!r}  [{kind}]{differs}")
+    return 0
+
+
+def run_scenario(args):
+    from . import scenarios, sweep
+    from .checkpoint import ConfigMismatchError
+    try:
+        scenario = scenarios.get(args.name)
+        if args.set == ["help"]:
+            return _config_help(scenario)
+        overrides = {k: v for k, v in (("seed", args.seed), ("seeds", args.seeds), ("device", args.device))
+                     if v is not None}
+        overrides.update(scenarios.parse_overrides(scenario.config_class, args.set or []))
+        config = scenario.config(quick=args.quick, **overrides)
+    except (KeyError, ValueError, TypeError) as exc:
+        return _error(exc.args[0] if exc.args else exc)
+    if config.device == "gpu":
+        from .backend import device_namespace
+        from .errors import BackendUnavailableError
+        try:
+            device_namespace("gpu")
+        except BackendUnavailableError as exc:
+            return _error(exc)
+    out = Path(args.out or f"runs/{scenario.name}{'-quick' if args.quick else ''}")
+    if args.jobs < 1:
+        return _error(f"--jobs must be >= 1, got {args.jobs}")
+    total = len(scenario.grid(config))
+    print(f"{scenario.name}: {total} points, {'quick' if args.quick else 'full'} mode, {args.jobs} job(s), "
+          f"run folder {out}", file=sys.stderr)
+    start = time.perf_counter()
+    try:
+        if args.jobs == 1:
+            report = sweep.run_sweep(scenario, config, out, progress=args.progress, on_failure=_print_failure)
+        else:
+            with sweep.process_pool(args.jobs) as pool:
+                report = sweep.run_sweep(scenario, config, out, executor=pool, progress=args.progress,
+                                         on_failure=_print_failure)
+    except ConfigMismatchError as exc:
+        return _error(exc)
+    except KeyboardInterrupt:
+        print(f"\nstopped; the finished points are in {out}/points: run the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(report.summary)
+    if args.plots and report.figures:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+        for path in report.figures:
+            shutil.copyfile(path, Path(args.plots) / f"{scenario.name}_{path.name}")
+    done = f"{report.computed} computed now, {report.skipped} found done"
+    print(f"{scenario.name}: {len(report.records)}/{report.total} points finished ({done}), "
+          f"{len(report.failures)} failed, in {time.perf_counter() - start:.0f} s. Run folder: {out} "
+          f"(summary.md, results.json/.npz, figures/)" + (f"; figures copied to {args.plots}" if args.plots else ""),
+          file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def show_run(args):
+    from . import sweep
+    out = Path(args.run_dir)
+    summary = out / "summary.md"
+    try:
+        name, _config, records, failures = sweep.load_sweep(out)
+    except FileNotFoundError as exc:
+        return _error(exc)
+    if summary.is_file():
+        print(summary.read_text())
+        return 0
+    print(f"{out}: scenario {name}, {len(records)} points finished, {len(failures)} failed, no summary yet "
+          f"(run the same `minisgd run` command again to finish it)")
+    for f in failures:
+        print(f"  failed: {f['key']}: {f['error']}")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="minisgd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the scenarios, one line each")
+    p.set_defaults(func=list_scenarios)
+
+    p = sub.add_parser("run", help="run a scenario (resumes an unfinished run folder)",
+                       description="Run a scenario's sweep. Config keys: see `--set help` or the scenario's module.")
+    p.add_argument("name", metavar="NAME", help="scenario name (see `minisgd list`)")
+    p.add_argument("--quick", action="store_true", help="the small version (about a minute; what the tests run)")
+    p.add_argument("--seed", type=int, help="first seed")
+    p.add_argument("--seeds", type=int, help="number of seeds")
+    p.add_argument("--device", choices=("cpu", "gpu"), help="where to compute (default cpu)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
+    p.add_argument("--out", help="run folder (default runs/NAME, or runs/NAME-quick)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
+                   help="override config values, parsed with the field types (tuples as a,b,c; None as none)")
+    p.add_argument("--plots", metavar="DIR", help="also copy the figures to DIR as NAME_FIGURE.png")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: in a terminal only)")
+    p.set_defaults(func=run_scenario)
+
+    p = sub.add_parser("show", help="print the summary of a run folder")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(func=show_run)
+
     p = sub.add_parser("demo", help="exact Hessian spectrum of a small random net, checked by finite differences")
     p.add_argument("--inputs", type=int, default=8, help="input dimension d")
     p.add_argument("--hidden", type=int, nargs="*", default=[16, 16], help="hidden widths")

@@ -1,0 +1,295 @@
+r"""Figures from results: each function takes numbers and arrays (what the scenarios store) and returns a
+``matplotlib.figure.Figure``. Nothing is shown or written here: the figures are built without ``pyplot`` (no global
+state, no GUI backend), and :func:`save` writes one to a PNG.
+
+* :func:`parametric_plot`: Keskar et al. 2017's Figure 3, loss and accuracy on train and test along
+  :math:`\theta(\alpha) = \alpha\,\theta_{LB} + (1 - \alpha)\,\theta_{SB}`, one row per optimizer;
+* :func:`compare_regimes`: SB against LB for each optimizer, mean and std over seeds, one panel per measure;
+* :func:`versus_batch_size`: measures against the batch size (log2 axis), mean and std over seeds;
+* :func:`spectrum_histograms`: full Hessian spectra overlaid (SB, LB), on a linear and on a log scale;
+* :func:`gauss_newton_vs_residual`: the ranked eigenvalues of the Hessian, its Gauss-Newton part and the residual;
+* :func:`outliers_vs_classes`: the number of outlier eigenvalues against the number of classes.
+
+Series given as ``(S, n)`` arrays (S seeds) are drawn as their mean with a band or error bars of one standard
+deviation; ``(n,)`` arrays as lines.
+"""
+import io
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+DPI = 110  # PNG resolution: readable at page width, files of 50-200 KB
+SB_COLOR, LB_COLOR = "#1f77b4", "#d62728"
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def color_for(label, index=0):
+    """Blue for small-batch labels, red for large-batch ones, the palette otherwise."""
+    text = str(label).lower()
+    if text.startswith("sb") or "small" in text:
+        return SB_COLOR
+    if text.startswith("lb") or "large" in text:
+        return LB_COLOR
+    return PALETTE[index % len(PALETTE)]
+
+
+def save(fig, path, dpi=DPI):
+    """Write ``fig`` to ``path`` as a PNG (returns the bytes written)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    data = buffer.getvalue()
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return len(data)
+
+
+def png_bytes(fig, dpi=DPI):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _mean_std(values):
+    """``(mean, std, n)`` over the seed axis of ``(S, n)`` (std 0 when S = 1); ``(n,)`` passes with std 0."""
+    a = np.asarray(values, dtype=float)
+    if a.ndim == 1:
+        return a, np.zeros_like(a), 1
+    mean = np.nanmean(a, axis=0)
+    std = np.nanstd(a, axis=0, ddof=1) if a.shape[0] > 1 else np.zeros_like(mean)
+    return mean, std, a.shape[0]
+
+
+def _line(ax, x, values, band=True, **style):
+    mean, std, n = _mean_std(values)
+    line, = ax.plot(x, mean, **style)
+    if band and n > 1:
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
+    return line
+
+
+def _seeds_note(values):
+    a = np.asarray(values)
+    return f" (mean ± std over {a.shape[0]} seeds)" if a.ndim == 2 and a.shape[0] > 1 else ""
+
+
+# ---- Keskar's parametric plot --------------------------------------------------------------------------------
+
+def parametric_plot(alphas, curves, title="Loss and accuracy along the line from the SB to the LB minimizer"):
+    r"""Keskar et al.'s parametric plot: one row per entry of ``curves`` (e.g. ``{"Adam": c, "SGD": c}``), each
+    ``c`` a dict with ``train_loss``, ``test_loss``, ``train_accuracy``, ``test_accuracy``, each ``(A,)`` or
+    ``(S, A)`` over ``alphas: (A,)``. Left panel: cross-entropy (log scale); right panel: accuracy in percent.
+    ``alpha = 0`` is the small-batch minimizer, ``alpha = 1`` the large-batch one."""
+    alphas = np.asarray(alphas, dtype=float)
+    rows = len(curves)
+    fig = Figure(figsize=(10.5, 3.3 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for (name, c), (ax_loss, ax_acc) in zip(curves.items(), axes):
+        note = _seeds_note(c["train_loss"])
+        for split, style in (("train", "-"), ("test", "--")):
+            _line(ax_loss, alphas, c[f"{split}_loss"], color="#444444", linestyle=style, label=f"{split}")
+            _line(ax_acc, alphas, 100 * np.asarray(c[f"{split}_accuracy"]), color="#444444", linestyle=style,
+                  label=f"{split}")
+        ax_loss.set_yscale("log")
+        ax_loss.set_ylabel("cross-entropy loss (nats)")
+        ax_acc.set_ylabel("accuracy (%)")
+        ax_acc.set_ylim(-2, 102)
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(0.0, color=SB_COLOR, linewidth=1.2, alpha=0.8)
+            ax.axvline(1.0, color=LB_COLOR, linewidth=1.2, alpha=0.8)
+            ax.set_xlabel(r"$\alpha$ in $\theta = \alpha\,\theta_{LB} + (1-\alpha)\,\theta_{SB}$")
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_xlim(alphas[0], alphas[-1])
+        y_text = 0.04
+        ax_acc.text(0.0, y_text, " SB", color=SB_COLOR, transform=ax_acc.get_xaxis_transform(), fontsize=9)
+        ax_acc.text(1.0, y_text, " LB", color=LB_COLOR, transform=ax_acc.get_xaxis_transform(), fontsize=9)
+        ax_loss.set_title(f"{name}: loss{note}", fontsize=10)
+        ax_acc.set_title(f"{name}: accuracy{note}", fontsize=10)
+        ax_loss.legend(loc="upper left", fontsize=8, title="split", title_fontsize=8)
+        ax_acc.legend(loc="lower left", fontsize=8, title="split", title_fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+# ---- SB against LB ---------------------------------------------------------------------------------------------
+
+def compare_regimes(measures, groups, title="Small batch (SB) against large batch (LB)"):
+    """SB against LB for each group (e.g. optimizer), one panel per measure: the mean over seeds with an error bar
+    of one standard deviation, and every seed as a small dot beside it. ``measures``: ``{panel title: {"ylabel":
+    str, "log": bool, "values": {group: {"SB": (S,), "LB": (S,)}}}}``; ``groups`` orders the groups."""
+    panels = list(measures.items())
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.6 * cols + 0.6, 3.1 * rows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    offset = 0.18
+    for ax, (panel, spec) in zip(axes, panels):
+        x = np.arange(len(groups))
+        for j, regime in enumerate(("SB", "LB")):
+            vals = [np.asarray(spec["values"][g][regime], float) for g in groups]
+            means = np.array([np.nanmean(v) for v in vals])
+            stds = np.array([np.nanstd(v, ddof=1) if v.size > 1 else 0.0 for v in vals])
+            pos = x + (2 * j - 1) * offset
+            ax.errorbar(pos, means, yerr=stds, fmt="o", markersize=6, capsize=5, color=color_for(regime),
+                        label=regime)
+            for p, v in zip(pos, vals):
+                ax.plot(np.full(v.size, p + 0.09), v, ".", color=color_for(regime), markersize=3, alpha=0.6)
+        ax.set_xticks(x, [str(g) for g in groups])
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_ylabel(spec["ylabel"])
+        if spec.get("log"):
+            ax.set_yscale("log")
+        ax.set_title(panel, fontsize=10)
+        ax.grid(True, axis="y", which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+# ---- against the batch size -------------------------------------------------------------------------------------
+
+def versus_batch_size(batch_sizes, panels, title="Against the batch size", full_batch=None):
+    """One panel per entry of ``panels``: ``{title: {"ylabel": str, "log": bool, "series": {label: (S, n) or
+    (n,)}}}`` over ``batch_sizes: (n,)``, drawn as mean with error bars of one std over seeds, on a log2 x axis.
+    ``full_batch`` marks the training-set size."""
+    b = np.asarray(batch_sizes, dtype=float)
+    items = list(panels.items())
+    cols = min(3, len(items))
+    rows = -(-len(items) // cols)
+    fig = Figure(figsize=(3.8 * cols + 0.6, 3.3 * rows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (name, spec) in zip(axes, items):
+        for i, (label, values) in enumerate(spec["series"].items()):
+            mean, std, n = _mean_std(values)
+            ax.errorbar(b, mean, yerr=std if n > 1 else None, marker="o", markersize=4, capsize=3,
+                        color=PALETTE[i % len(PALETTE)], label=label + (f" ({n} seeds)" if n > 1 else ""))
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(LogLocator(base=2))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}" if v >= 1 else f"{v:g}"))
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        if spec.get("log"):
+            ax.set_yscale("log")
+        if full_batch is not None:
+            ax.axvline(full_batch, color="#888888", linestyle=":", linewidth=1)
+        ax.set_xlabel("batch size B (examples, log2 scale)")
+        ax.set_ylabel(spec["ylabel"])
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(items):]:
+        ax.set_visible(False)
+    fig.suptitle(title + (f"   (dotted line: full batch, N = {full_batch})" if full_batch else ""), fontsize=11)
+    return fig
+
+
+# ---- Hessian spectra -----------------------------------------------------------------------------------------
+
+def _zero_tolerance(values):
+    """Eigenvalues below ``1e-10 max|lambda|`` in magnitude are zero up to rounding (e.g. weights of an input that
+    is always 0); they are counted, not drawn on a log axis."""
+    return 1e-10 * max(np.abs(v).max() for v in values)
+
+
+def spectrum_histograms(spectra, title="Hessian eigenvalues", bins=80, threshold=None):
+    """The eigenvalue histograms of ``spectra`` (``{label: (P,)}``, e.g. SB and LB), overlaid.
+
+    Left: linear eigenvalue axis, counts on a log scale (the bulk at 0 and the outliers far right).
+    Right: :math:`\\log_{10}|\\lambda|`, positive eigenvalues solid and negative ones dashed (counts linear), so the
+    bulk's decades and the negative mass show; eigenvalues that are zero up to rounding (``|lambda| < 1e-10
+    max|lambda|``) are counted in the legend instead. ``threshold`` draws the outlier cut-off (one value, or one per
+    label as a dict)."""
+    fig = Figure(figsize=(11, 3.9), layout="constrained")
+    ax_lin, ax_log = fig.subplots(1, 2)
+    values = [np.asarray(v, float) for v in spectra.values()]
+    tol = _zero_tolerance(values)
+    edges = np.linspace(min(v.min() for v in values), max(v.max() for v in values), bins + 1)
+    mags = np.concatenate([np.abs(v[np.abs(v) > tol]) for v in values])
+    log_edges = np.linspace(np.floor(np.log10(mags.min()) * 2) / 2, np.ceil(np.log10(mags.max()) * 2) / 2, bins + 1)
+    for i, (label, v) in enumerate(spectra.items()):
+        v = np.asarray(v, float)
+        color = color_for(label, i)
+        ax_lin.hist(v, bins=edges, histtype="step", color=color, linewidth=1.4, label=f"{label}, P = {v.size}")
+        pos, neg = v[v > tol], v[v < -tol]
+        zeros = v.size - pos.size - neg.size
+        ax_log.hist(np.log10(pos), bins=log_edges, histtype="step", color=color, linewidth=1.4,
+                    label=f"{label}: {pos.size} > 0" + (f", {zeros} zero" if zeros else ""))
+        if neg.size:
+            ax_log.hist(np.log10(-neg), bins=log_edges, histtype="step", color=color, linewidth=1.2,
+                        linestyle="--", label=f"{label}: {neg.size} < 0")
+        t = threshold.get(label) if isinstance(threshold, dict) else threshold
+        if t is not None:
+            ax_lin.axvline(t, color=color, linestyle=":", linewidth=1)
+    ax_lin.set_yscale("log")
+    ax_lin.set_xlabel("eigenvalue λ (loss / parameter², linear scale)")
+    ax_lin.set_ylabel("number of eigenvalues (log scale)")
+    ax_lin.set_title("linear scale: the outliers against the bulk", fontsize=10)
+    ax_log.set_xlabel(r"$\log_{10}|\lambda|$ (solid: λ > 0, dashed: λ < 0)")
+    ax_log.set_ylabel("number of eigenvalues")
+    ax_log.set_title("log scale: the bulk and the negative eigenvalues", fontsize=10)
+    for ax in (ax_lin, ax_log):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left" if ax is ax_log else "upper right")
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def gauss_newton_vs_residual(parts, outliers=None, top=60, title="Hessian = Gauss-Newton + residual"):
+    """Ranked eigenvalues (largest first, the top ``top``) of the Hessian, its Gauss-Newton part and the residual,
+    one panel per minimizer, and the 5 most negative of H and of the residual beside them. ``parts``: ``{label:
+    {"full": (P,), "gauss_newton": (P,), "residual": (P,)}}``. A symmetric-log y axis shows the negative
+    eigenvalues; ``outliers`` (an int, or one per label as a dict) draws a line after that many eigenvalues."""
+    fig = Figure(figsize=(5.4 * len(parts) + 0.4, 4.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(parts), squeeze=False)).ravel()
+    styles = {"full": ("Hessian H", "k", "-", "o"), "gauss_newton": ("Gauss-Newton G", "#2ca02c", "--", "s"),
+              "residual": ("residual H - G", "#9467bd", ":", "^")}
+    for ax, (label, p) in zip(axes, parts.items()):
+        smallest = np.inf
+        for key, (name, color, ls, marker) in styles.items():
+            v = np.sort(np.asarray(p[key], float))[::-1]
+            lo = np.sort(np.asarray(p[key], float))[: min(5, v.size)]
+            ranks = np.arange(1, min(top, v.size) + 1)
+            ax.plot(ranks, v[: ranks.size], color=color, linestyle=ls, marker=marker, markersize=3, label=name,
+                    linewidth=1.2)
+            mag = np.abs(v[: ranks.size])
+            smallest = min(smallest, mag[mag > 0].min() if np.any(mag > 0) else 1.0)
+            if key in ("full", "residual"):
+                ax.plot(np.full(lo.size, top + (2 if key == "full" else 4)), lo, color=color, marker="v",
+                        linestyle="none", markersize=4, label=f"{name.split()[0]}: 5 most negative")
+        ax.set_yscale("symlog", linthresh=max(smallest, 1e-6))
+        n_out = outliers.get(label) if isinstance(outliers, dict) else outliers
+        if n_out:
+            ax.axvline(n_out + 0.5, color="#888888", linestyle=":", linewidth=1)
+            ax.text(n_out + 0.8, 0.97, f"{n_out} outliers", transform=ax.get_xaxis_transform(), fontsize=8,
+                    va="top", color="#555555")
+        ax.set_xlabel("rank (1 = largest)")
+        ax.set_ylabel("eigenvalue (symmetric log scale)")
+        ax.set_title(str(label), fontsize=10, color=color_for(label))
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def outliers_vs_classes(classes, counts, title="Outlier eigenvalues against the number of classes"):
+    """``counts``: ``{label: (S, n) or (n,)}``, the number of outliers found for each number of classes in
+    ``classes: (n,)``; mean and std over seeds, with the lines ``K`` and ``K - 1`` for reference."""
+    k = np.asarray(classes, dtype=float)
+    fig = Figure(figsize=(5.2, 4.0), layout="constrained")
+    ax = fig.subplots()
+    grid = np.linspace(k.min() - 0.5, k.max() + 0.5, 10)
+    ax.plot(grid, grid, color="#888888", linestyle="-", linewidth=1, label="K")
+    ax.plot(grid, grid - 1, color="#888888", linestyle=":", linewidth=1, label="K - 1")
+    offsets = np.linspace(-0.12, 0.12, max(len(counts), 1))
+    for i, (label, values) in enumerate(counts.items()):
+        mean, std, n = _mean_std(values)
+        ax.errorbar(k + offsets[i], mean, yerr=std if n > 1 else None, marker="o", capsize=3, linestyle="none",
+                    color=color_for(label, i), label=label + (f" ({n} seeds)" if n > 1 else ""))
+    ax.set_xticks(k)
+    ax.set_xlabel("number of classes K")
+    ax.set_ylabel("number of outlier eigenvalues")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,95 @@
+"""What the scenarios share: MNIST loading (cached per process), float dtypes and devices, the measurements of a
+minimizer, and the text of the summaries (mean +- std, Markdown tables)."""
+import functools
+
+import numpy as np
+
+from ..backend import to_device, to_numpy
+from ..data import load_mnist
+
+
+@functools.lru_cache(maxsize=4)
+def mnist(n_train=None, pool=1, standardize=False, pca=None, classes=None, seed=0):
+    """``minisgd.data.load_mnist`` with these options, loaded once per process (a worker runs many points)."""
+    return load_mnist(n_train=n_train, pool=pool, standardize=standardize, pca=pca, classes=classes, seed=seed)
+
+
+def arrays(ds, dtype="float64", device="cpu"):
+    """``(X_train, y_train, X_test, y_test)`` of a Dataset in ``dtype`` on ``device``."""
+    out = (ds.X_train.astype(dtype), ds.y_train, ds.X_test.astype(dtype), ds.y_test)
+    return out if device == "cpu" else tuple(to_device(a, device) for a in out)
+
+
+def subset_indices(n, size, seed=0):
+    """A fixed, seeded choice of ``size`` of ``n`` examples (all of them when ``size`` is None or >= n), sorted."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([12345, seed]).choice(n, size, replace=False))
+
+
+def take(a, idx):
+    """``a[idx]`` for NumPy or CuPy ``a`` with host indices."""
+    if isinstance(a, np.ndarray):
+        return a[idx]
+    return a[to_device(idx, "gpu")]
+
+
+def as_float64(theta):
+    """``theta`` in float64 on the same device (measurements are made in float64)."""
+    return theta.astype("float64") if str(theta.dtype) != "float64" else theta
+
+
+def host(x):
+    """NumPy copy of a NumPy/CuPy array (results are NumPy)."""
+    return np.asarray(to_numpy(x))
+
+
+def epoch_means(history, key="loss"):
+    """The per-step history ``key`` averaged over each epoch: ``(E,)``."""
+    values, epochs = np.asarray(history[key], float), np.asarray(history["epoch"])
+    return np.array([values[epochs == e].mean() for e in np.unique(epochs)])
+
+
+# ---- text ------------------------------------------------------------------------------------------------------
+
+def mean_std(values):
+    """``(mean, sample std)`` of the finite values (std 0 for one value, NaN for none)."""
+    v = np.asarray([x for x in values if x is not None], float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def pm(values, scale=1.0, digits=2):
+    """``"m ± s"`` of ``values * scale``, e.g. ``pm(accs, 100)`` for percentages."""
+    m, s = mean_std(np.asarray(values, float) * scale)
+    if not np.isfinite(m):
+        return "n/a"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def fmt(value, digits=3):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(rows, columns=None):
+    """A Markdown table of ``rows`` (dicts); ``columns`` picks and orders the keys (default: the first row's)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(rows[0]) if columns is None else list(columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def where(records, **match):
+    """The records whose point has every ``key == value`` of ``match``."""
+    return [r for r in records if all(r["point"].get(k) == v for k, v in match.items())]

@@ -1,0 +1,109 @@
+"""Figures from results: each function returns a labelled matplotlib Figure (no pyplot state, nothing shown), and
+the figures draw what they are given (lines at the data, error bars of one std over seeds)."""
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from minisgd import plotting
+
+
+def _png(fig):
+    data = plotting.png_bytes(fig)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return data
+
+
+def _labelled(ax):
+    return ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+
+
+@pytest.fixture
+def curves(rng):
+    alphas = np.linspace(-1, 2, 13)
+    bowl = 0.05 + 0.3 * (alphas - 0.3) ** 2 + 2 * np.clip(alphas - 1, 0, None) ** 2
+
+    def seeds(v):
+        return v[None] * (1 + 0.05 * rng.standard_normal((3, 1)))
+    c = {"train_loss": seeds(bowl), "test_loss": seeds(bowl + 0.05),
+         "train_accuracy": seeds(np.clip(1 - bowl / 3, 0, 1)), "test_accuracy": seeds(np.clip(0.98 - bowl / 3, 0, 1))}
+    return alphas, c
+
+
+def test_parametric_plot(curves):
+    alphas, c = curves
+    fig = plotting.parametric_plot(alphas, {"Adam": c, "SGD": {k: v[0] for k, v in c.items()}})
+    assert isinstance(fig, Figure)
+    axes = fig.axes
+    assert len(axes) == 4 and all(_labelled(ax) for ax in axes)
+    assert axes[0].get_yscale() == "log"
+    assert "mean ± std over 3 seeds" in axes[0].get_title() and "seeds" not in axes[2].get_title()
+    # the mean curve is drawn, and the accuracy in percent
+    np.testing.assert_allclose(axes[0].lines[0].get_ydata(), c["train_loss"].mean(0))
+    np.testing.assert_allclose(axes[1].lines[0].get_ydata(), 100 * c["train_accuracy"].mean(0))
+    assert {t.get_text() for t in axes[0].get_legend().get_texts()} == {"train", "test"}
+    _png(fig)
+
+
+def test_compare_regimes_error_bars_are_one_std():
+    values = {"Adam": {"SB": np.array([1.0, 2.0, 3.0]), "LB": np.array([10.0, 12.0, 14.0])}}
+    fig = plotting.compare_regimes({"top eigenvalue": {"ylabel": "λ", "log": True, "values": values}}, ["Adam"])
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_title() == "top eigenvalue"
+    sb_marker = [ln for ln in ax.lines if ln.get_marker() == "o"][0]
+    assert sb_marker.get_ydata()[0] == pytest.approx(2.0)
+    caps = [ln for ln in ax.lines if ln.get_marker() == "_"]
+    heights = sorted(float(y) for ln in caps for y in ln.get_ydata())
+    assert heights == pytest.approx([1.0, 3.0, 10.0, 14.0])  # mean ± std (ddof=1)
+    _png(fig)
+
+
+def test_versus_batch_size_log2_axis_and_error_bars(rng):
+    sizes = [32, 64, 128, 256]
+    values = np.log2(sizes)[None] + 0.1 * rng.standard_normal((4, 4))
+    fig = plotting.versus_batch_size(sizes, {"sharpness": {"ylabel": "λ", "series": {"λ_max": values}},
+                                             "accuracy": {"ylabel": "%", "series": {"test": 90 + values}}},
+                                     full_batch=256)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.xaxis.get_transform().base == 2
+    assert "batch size" in ax.get_xlabel() and _labelled(ax)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), values.mean(0))
+    assert "4 seeds" in ax.get_legend().get_texts()[0].get_text()
+    _png(fig)
+
+
+def test_spectrum_histograms_counts_every_eigenvalue(rng):
+    bulk = rng.standard_normal(500) * 1e-3
+    sb = np.concatenate([bulk, [1.0, 2.0, 3.0], np.zeros(7)])
+    lb = np.concatenate([bulk * 2, [5.0, 8.0, 9.0], np.zeros(7)])
+    fig = plotting.spectrum_histograms({"SB": sb, "LB": lb}, threshold={"SB": 0.5, "LB": 4.0})
+    ax_lin, ax_log = fig.axes
+    assert ax_lin.get_yscale() == "log" and all(_labelled(ax) for ax in fig.axes)
+    labels = [t.get_text() for t in ax_log.get_legend().get_texts()]
+    n_pos, n_neg = int(np.sum(sb > 0)), int(np.sum(sb < 0))
+    assert f"SB: {n_pos} > 0, 7 zero" in labels and f"SB: {n_neg} < 0" in labels
+    # the step histogram of the linear panel holds all P eigenvalues
+    assert plotting.color_for("SB") == plotting.SB_COLOR and plotting.color_for("LB (B = 6000)") == plotting.LB_COLOR
+    _png(fig)
+
+
+def test_gauss_newton_vs_residual_and_outliers(rng):
+    P = 200
+    parts = {"SB": {"full": rng.standard_normal(P), "gauss_newton": np.abs(rng.standard_normal(P)),
+                    "residual": 0.1 * rng.standard_normal(P)}}
+    fig = plotting.gauss_newton_vs_residual({**parts, "LB": parts["SB"]}, outliers={"SB": 9, "LB": 8}, top=30)
+    assert len(fig.axes) == 2 and all(_labelled(ax) for ax in fig.axes)
+    assert fig.axes[0].get_yscale() == "symlog" and "9 outliers" in [t.get_text() for t in fig.axes[0].texts]
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), np.sort(parts["SB"]["full"])[::-1][:30])
+    _png(fig)
+    fig = plotting.outliers_vs_classes([2, 5, 10], {"SB": np.array([[1, 4, 9], [1, 4, 9.0]]), "LB": [1, 4, 8]})
+    ax = fig.axes[0]
+    assert _labelled(ax) and {"K", "K - 1"} <= {t.get_text() for t in ax.get_legend().get_texts()}
+    _png(fig)
+
+
+def test_no_pyplot_figures_are_left_open(tmp_path, curves):
+    import matplotlib.pyplot as plt
+    before = plt.get_fignums()
+    fig = plotting.parametric_plot(*curves[:1], {"Adam": curves[1]})
+    assert plt.get_fignums() == before
+    assert plotting.save(fig, tmp_path / "f.png") == (tmp_path / "f.png").stat().st_size > 0
