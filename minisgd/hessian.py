@@ -275,7 +275,8 @@ def _block_chunks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
     I, O = a_l.shape[1], layer_l.fan_out
     Ip, Op = a_m.shape[1], layer_m.fan_out
     diagonal_block = layer_l is layer_m
-    B1 = None if M is None else xp.reshape(M, (N, O * Op)) / N
+    a_l = a_l / N  # the mean over examples, folded into the small (N, I) factor rather than copying M
+    B1 = None if M is None else xp.reshape(M, (N, O * Op))
     if second is not None:
         delta, D, diagonal = second
         delta = delta / N
