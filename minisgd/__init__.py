@@ -28,6 +28,8 @@ from .errors import (BackendUnavailableError, HessianTooLargeError, LabelError, 
 from .hessian import hessian_flops, hessian_from_hvps, hessian_memory_bytes
 from .mlp import MLP, Layer
 
+from . import scenarios, sweep  # noqa: E402 (last: the scenarios use the names above)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -41,5 +43,5 @@ __all__ = [
     "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError", "BackendUnavailableError",
     # modules
     "activations", "losses", "backend", "errors", "spectrum", "sharpness", "landscape", "optim", "sampling",
-    "schedules", "callbacks", "checkpoint",
+    "schedules", "callbacks", "checkpoint", "sweep", "scenarios",
 ]

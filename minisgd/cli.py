@@ -149,7 +149,7 @@ def run_scenario(args):
     if args.plots and report.figures:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
         for path in report.figures:
-            shutil.copyfile(path, Path(args.plots) / f"{scenario.name}_{path.name}")
+            shutil.copyfile(path, Path(args.plots) / f"{out.name}_{path.name}")
     done = f"{report.computed} computed now, {report.skipped} found done"
     print(f"{scenario.name}: {len(report.records)}/{report.total} points finished ({done}), "
           f"{len(report.failures)} failed, in {time.perf_counter() - start:.0f} s. Run folder: {out} "
@@ -194,7 +194,8 @@ def main(argv=None):
     p.add_argument("--out", help="run folder (default runs/NAME, or runs/NAME-quick)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
                    help="override config values, parsed with the field types (tuples as a,b,c; None as none)")
-    p.add_argument("--plots", metavar="DIR", help="also copy the figures to DIR as NAME_FIGURE.png")
+    p.add_argument("--plots", metavar="DIR", help="also copy the figures to DIR as RUN_FIGURE.png, RUN the name of "
+                   "the run folder (by default the scenario's name)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: in a terminal only)")
     p.set_defaults(func=run_scenario)

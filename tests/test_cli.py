@@ -85,14 +85,13 @@ def test_run_with_jobs_and_plots(capsys, tmp_path, offline_mnist):
             *TINY[2:]]
     assert main(args) == 0
     assert "2/2 points finished" in capsys.readouterr().err
-    assert sorted(p.name for p in plots.iterdir()) == ["spectrum_gauss_newton_vs_residual_K3.png",
-                                                       "spectrum_spectrum_K3.png"]
+    assert sorted(p.name for p in plots.iterdir()) == ["run_gauss_newton_vs_residual_K3.png", "run_spectrum_K3.png"]
 
 
 @needs_mnist
 def test_scenario_script_is_the_run_command(tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "MINISGD_DATA": str(DATA_ROOT), "MINISGD_OFFLINE": "1"}
+    env = {**os.environ, "MINISGD_DATA": str(DATA_ROOT), "MINISGD_OFFLINE": "1", "OPENBLAS_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "scenarios" / "spectrum.py"), "--quick", "--out", str(out),
                            *TINY], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr

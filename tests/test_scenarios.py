@@ -85,19 +85,21 @@ def test_outlier_count():
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
-    """Each scenario's --quick sweep, run once for this module, in this process, reading MNIST offline."""
+    """Each scenario's --quick sweep, run once for this module on a pool of 2 worker processes with one BLAS thread
+    each (as `minisgd run --jobs 2` does: robust to a busy machine, where a 2-thread BLAS slows down many times)."""
     cache = {}
-
-    def get(name):
-        if name not in cache:
-            sc = scenarios.get(name)
-            out = tmp_path_factory.mktemp(name)
-            cache[name] = sc.config(quick=True), sweep.run_sweep(sc, sc.config(quick=True), out)
-        return cache[name]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINISGD_DATA", str(DATA_ROOT))
         mp.setenv("MINISGD_OFFLINE", "1")
-        yield get
+        with sweep.process_pool(2, threads=1) as pool:
+            def get(name):
+                if name not in cache:
+                    sc = scenarios.get(name)
+                    out = tmp_path_factory.mktemp(name)
+                    cache[name] = sc.config(quick=True), sweep.run_sweep(sc, sc.config(quick=True), out,
+                                                                         executor=pool)
+                return cache[name]
+            yield get
 
 
 def _check_run_folder(report):

@@ -31,7 +31,7 @@ import numpy as np
 from .. import MLP, TrainConfig, train
 from ..backend import to_numpy
 from . import Scenario
-from .common import arrays, markdown_table, mean_std, mnist, pm, where
+from .common import arrays, markdown_table, mnist, pm, where
 
 
 @dataclass(frozen=True)
