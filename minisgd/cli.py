@@ -1,14 +1,16 @@
 """The ``minisgd`` command line. Library code never prints; this module does.
 
 ``minisgd list``: the scenarios, one line each.
-``minisgd run NAME [--quick] [--seed S] [--seeds K] [--device cpu|gpu] [--jobs J] [--out DIR] [--set key=value ...]
-[--plots DIR]``: run a scenario's sweep into a run folder (default ``runs/NAME`` or ``runs/NAME-quick``); running it
-again resumes (finished points are skipped) and redraws the summary and figures.
+``minisgd run NAME [--quick] [--seed S] [--seeds K] [--device cpu|gpu] [--jobs J | --scheduler ADDRESS] [--out DIR]
+[--set key=value ...] [--plots DIR]``: run a scenario's sweep into a run folder (default ``runs/NAME`` or
+``runs/NAME-quick``), here, on a process pool or on Dask; running it again resumes (finished points are skipped) and
+redraws the summary and figures.
 ``minisgd show RUN_DIR``: the summary of a run.
 ``minisgd demo``: the exact Hessian spectrum of a small random network, checked against finite differences
 of the hand-derived gradient.
 """
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -105,9 +107,32 @@ def _config_help(scenario):
     return 0
 
 
+@contextlib.contextmanager
+def _executor(args):
+    """Where the points run: here (``None``), a process pool (``--jobs J``), or Dask (``--scheduler``, whose
+    workers and dashboard are announced here)."""
+    from . import sweep
+    if args.scheduler:
+        with sweep.dask_client(args.scheduler) as client:
+            info = client.scheduler_info()
+            workers = len(info.get("workers", {}))
+            wait = "" if workers else "; the points wait until a worker connects"
+            dashboard = f"dashboard {client.dashboard_link}" if "dashboard" in info.get("services", {}) else \
+                "no dashboard"
+            print(f"Dask scheduler {info.get('address', args.scheduler)}: {workers} worker(s){wait}; {dashboard}",
+                  file=sys.stderr)
+            yield client
+    elif args.jobs > 1:
+        with sweep.process_pool(args.jobs) as pool:
+            yield pool
+    else:
+        yield None
+
+
 def run_scenario(args):
     from . import scenarios, sweep
     from .checkpoint import ConfigMismatchError
+    from .errors import ClusterError, ExtraNotInstalledError
     try:
         scenario = scenarios.get(args.name)
         if args.set == ["help"]:
@@ -128,18 +153,18 @@ def run_scenario(args):
     out = Path(args.out or f"runs/{scenario.name}{'-quick' if args.quick else ''}")
     if args.jobs < 1:
         return _error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.scheduler and args.jobs != 1:
+        return _error("--jobs and --scheduler exclude each other: on Dask, the cluster's workers run the points")
     total = len(scenario.grid(config))
-    print(f"{scenario.name}: {total} points, {'quick' if args.quick else 'full'} mode, {args.jobs} job(s), "
-          f"run folder {out}", file=sys.stderr)
+    where = f"on Dask ({args.scheduler})" if args.scheduler else f"{args.jobs} job(s)"
+    print(f"{scenario.name}: {total} points, {'quick' if args.quick else 'full'} mode, {where}, run folder {out}",
+          file=sys.stderr)
     start = time.perf_counter()
     try:
-        if args.jobs == 1:
-            report = sweep.run_sweep(scenario, config, out, progress=args.progress, on_failure=_print_failure)
-        else:
-            with sweep.process_pool(args.jobs) as pool:
-                report = sweep.run_sweep(scenario, config, out, executor=pool, progress=args.progress,
-                                         on_failure=_print_failure)
-    except ConfigMismatchError as exc:
+        with _executor(args) as executor:
+            report = sweep.run_sweep(scenario, config, out, executor=executor, progress=args.progress,
+                                     on_failure=_print_failure)
+    except (ConfigMismatchError, ExtraNotInstalledError, ClusterError) as exc:
         return _error(exc)
     except KeyboardInterrupt:
         print(f"\nstopped; the finished points are in {out}/points: run the same command to resume",
@@ -191,6 +216,9 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, help="number of seeds")
     p.add_argument("--device", choices=("cpu", "gpu"), help="where to compute (default cpu)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the points on Dask: tcp://HOST:PORT of a running "
+                   "scheduler, or local:N for a local cluster of N worker processes (needs pip install "
+                   "'minisgd[dist]')")
     p.add_argument("--out", help="run folder (default runs/NAME, or runs/NAME-quick)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
                    help="override config values, parsed with the field types (tuples as a,b,c; None as none)")

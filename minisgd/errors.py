@@ -22,3 +22,12 @@ class HessianTooLargeError(MemoryError):
 
 class BackendUnavailableError(RuntimeError):
     """The requested device or array library is not installed or has no device."""
+
+
+class ExtraNotInstalledError(ImportError):
+    """An optional dependency, installed with one of the package's extras, is missing; the message names the
+    ``pip install`` command."""
+
+
+class ClusterError(RuntimeError):
+    """A Dask cluster that cannot be used: no scheduler answers at the address, or its workers cannot run minisgd."""

@@ -21,8 +21,14 @@ that differ).
 
 The executor is anything with ``submit(fn, *args) -> future`` whose futures have ``done()`` and ``result()``:
 :class:`SerialExecutor` (in this process, one point at a time), :func:`process_pool` (the standard library's
-``ProcessPoolExecutor``), or a Dask ``distributed.Client``. A point that raises is recorded with its traceback and
-the sweep goes on; the report and ``summary.md`` list it.
+``ProcessPoolExecutor``), or a Dask ``distributed.Client`` (:func:`dask_client`: a running scheduler, or a
+``LocalCluster``). A point that raises is recorded with its traceback and the sweep goes on; the report and
+``summary.md`` list it. A worker lost mid-sweep costs nothing finished: the pool reports its points as failed (run
+the sweep again), Dask reruns them on the other workers.
+
+A point's result does not depend on where it ran: its seeds come from the point, never from the worker, and the
+workers of :func:`process_pool` and :func:`dask_client` (``local:N``) run their BLAS with the same thread count, so
+a sweep on Dask workers stores the same bits as the same sweep run serially (``tests/test_dask.py`` checks it).
 """
 import io
 import json
@@ -42,6 +48,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checkpoint import ConfigMismatchError, atomic_write_bytes
+from .errors import ClusterError, ExtraNotInstalledError
 
 FORMAT = "minisgd-sweep"
 # Thread-count variables of the BLAS / OpenMP / Numba pools, set for worker processes: J workers x T threads
@@ -164,12 +171,17 @@ class SerialExecutor:
         pass
 
 
+def blas_threads(workers):
+    """BLAS threads per worker process when ``workers`` share this machine: cores // workers, at least 1."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 @contextmanager
 def process_pool(jobs, threads=None):
     """A ``ProcessPoolExecutor`` of ``jobs`` fresh (spawned) workers, each with ``threads`` BLAS threads
-    (default: cores // jobs, at least 1), shut down on exit. The variables in :data:`THREAD_VARS` are set while
+    (default :func:`blas_threads`), shut down on exit. The variables in :data:`THREAD_VARS` are set while
     the pool lives (spawned workers read them at start-up) and restored afterwards."""
-    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or blas_threads(jobs)
     saved = {k: os.environ.get(k) for k in THREAD_VARS}
     os.environ.update({k: str(threads) for k in THREAD_VARS})
     pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
@@ -184,20 +196,96 @@ def process_pool(jobs, threads=None):
                 os.environ[k] = v
 
 
-def _completed(pending, poll=0.05):
-    """The futures of ``pending`` (a dict future -> key) as they finish, one at a time; works for any future with
-    ``done()`` (``concurrent.futures`` ones are waited on without polling)."""
-    while pending:
-        if all(isinstance(f, cf.Future) for f in pending):
-            done, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
-        else:
-            done = [f for f in pending if f.done()]
-            if not done:
-                time.sleep(poll)
-                continue
-        for future in done:
-            yield future, pending.pop(future)
-        return
+DIST_EXTRA = "pip install 'minisgd[dist]'"
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ExtraNotInstalledError(f"running a sweep on Dask needs dask.distributed, which is not installed "
+                                     f"({exc}); install the extra with `{DIST_EXTRA}`") from exc
+    return distributed
+
+
+def _local_workers(address):
+    """N for ``"local:N"``, ``None`` for the address of a running scheduler."""
+    if not address.startswith("local:"):
+        return None
+    count = address[len("local:"):]
+    if not count.isdigit() or int(count) < 1:
+        raise ClusterError(f"--scheduler local:N takes a number of workers N >= 1, got {address!r}")
+    return int(count)
+
+
+@contextmanager
+def dask_client(address, timeout=5.0, threads=None):
+    """A ``distributed.Client`` for a sweep, closed on exit (with the cluster it started).
+
+    address: ``"tcp://HOST:PORT"`` (any address Dask takes) of a running scheduler, or ``"local:N"`` for a
+    ``LocalCluster`` of N worker processes on this machine, one task at a time each, with ``threads`` BLAS threads
+    (default :func:`blas_threads`; the variables of :data:`THREAD_VARS`, passed to the nannies, which also set them
+    for the workers they restart). The workers of a running scheduler are as they were started (see the README).
+
+    Raises :class:`~minisgd.errors.ExtraNotInstalledError` without Dask, and :class:`~minisgd.errors.ClusterError`
+    when no scheduler answers within ``timeout`` seconds or the workers cannot import this version of minisgd.
+    """
+    distributed = _import_distributed()
+    workers = _local_workers(address)
+    cluster = None
+    try:
+        if workers is not None:
+            env = {k: str(threads or blas_threads(workers)) for k in THREAD_VARS}
+            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env)
+        try:
+            client = distributed.Client(cluster or address, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 (OSError on a timeout; anything else when a non-Dask server answers)
+            raise ClusterError(
+                f"no Dask scheduler answered at {address} within {timeout:g} s ({type(exc).__name__}: {exc}). "
+                "Check that `dask scheduler` runs there, that the address is its tcp://HOST:PORT (port 8786 by "
+                "default) and that this machine can reach it; or use --scheduler local:N for workers on this "
+                "machine") from exc
+        try:
+            _check_workers(client)
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _check_workers(client):
+    """Every connected worker has this version of minisgd (else each point would fail on unpickling its task)."""
+    from importlib.metadata import version
+    here = version("minisgd")
+    found = client.run(version, "minisgd", on_error="return")
+    wrong = {w: v for w, v in found.items() if v != here}
+    if wrong:
+        listed = "; ".join(f"{w}: {v if isinstance(v, str) else type(v).__name__ + ': ' + str(v)}"
+                           for w, v in sorted(wrong.items()))
+        raise ClusterError(f"the Dask workers must run minisgd {here}, as this client does; found {listed}. "
+                           "Install the same version on every worker (pip install -e . in the same checkout)")
+
+
+def _first_done(futures, poll=0.05):
+    """The finished ones among ``futures``, waiting until there is one: without polling for ``concurrent.futures``
+    and Dask futures, by polling ``done()`` every ``poll`` seconds for any other kind."""
+    if all(isinstance(f, cf.Future) for f in futures):
+        return cf.wait(futures, return_when=cf.FIRST_COMPLETED).done
+    distributed = sys.modules.get("distributed")  # loaded if and only if a Dask client made these futures
+    if distributed is not None and all(isinstance(f, distributed.Future) for f in futures):
+        return distributed.wait(futures, return_when="FIRST_COMPLETED").done
+    while not (done := [f for f in futures if f.done()]):
+        time.sleep(poll)
+    return done
+
+
+def _completed(pending):
+    """The futures of ``pending`` (a dict future -> key) that have finished, waiting until there is one; each is
+    removed from ``pending`` as it is yielded."""
+    for future in _first_done(list(pending)):
+        yield future, pending.pop(future)
 
 
 # ---- the run folder ----------------------------------------------------------------------------------------
