@@ -26,9 +26,10 @@ The executor is anything with ``submit(fn, *args) -> future`` whose futures have
 ``summary.md`` list it. A worker lost mid-sweep costs nothing finished: the pool reports its points as failed (run
 the sweep again), Dask reruns them on the other workers.
 
-A point's result does not depend on where it ran: its seeds come from the point, never from the worker, and the
-workers of :func:`process_pool` and :func:`dask_client` (``local:N``) run their BLAS with the same thread count, so
-a sweep on Dask workers stores the same bits as the same sweep run serially (``tests/test_dask.py`` checks it).
+A point's result does not depend on where it ran: its seeds come from the point, never from the worker, so a sweep
+on Dask workers stores the same bits as the same sweep run serially with the same number of BLAS threads per process
+(``tests/test_dask.py`` checks it; with another count OpenBLAS splits its sums differently, which moves results by
+rounding). :func:`process_pool` and ``local:N`` give each worker :func:`blas_threads`.
 """
 import io
 import json
@@ -257,15 +258,16 @@ def dask_client(address, timeout=5.0, threads=None):
 
 def _check_workers(client):
     """Every connected worker has this version of minisgd (else each point would fail on unpickling its task)."""
-    from importlib.metadata import version
-    here = version("minisgd")
+    from importlib.metadata import version  # stdlib: sent by name, callable on any worker
+
+    from . import __version__ as here
     found = client.run(version, "minisgd", on_error="return")
     wrong = {w: v for w, v in found.items() if v != here}
     if wrong:
         listed = "; ".join(f"{w}: {v if isinstance(v, str) else type(v).__name__ + ': ' + str(v)}"
                            for w, v in sorted(wrong.items()))
         raise ClusterError(f"the Dask workers must run minisgd {here}, as this client does; found {listed}. "
-                           "Install the same version on every worker (pip install -e . in the same checkout)")
+                           f"Install it on every worker ({DIST_EXTRA}, from the same checkout or wheel)")
 
 
 def _first_done(futures, poll=0.05):
@@ -273,7 +275,7 @@ def _first_done(futures, poll=0.05):
     and Dask futures, by polling ``done()`` every ``poll`` seconds for any other kind."""
     if all(isinstance(f, cf.Future) for f in futures):
         return cf.wait(futures, return_when=cf.FIRST_COMPLETED).done
-    distributed = sys.modules.get("distributed")  # loaded if and only if a Dask client made these futures
+    distributed = sys.modules.get("distributed")  # Dask futures exist only once it is imported: no import here
     if distributed is not None and all(isinstance(f, distributed.Future) for f in futures):
         return distributed.wait(futures, return_when="FIRST_COMPLETED").done
     while not (done := [f for f in futures if f.done()]):

@@ -277,3 +277,20 @@ def test_bad_scheduler_options_and_missing_dask_are_clear_errors(tmp_path, capsy
     assert main([*SWEEP, "--out", out, "--scheduler", "local:2"]) == 2
     assert "pip install 'minisgd[dist]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_workers_without_this_minisgd_are_refused_before_any_point_runs():
+    from importlib.metadata import PackageNotFoundError
+
+    import minisgd
+
+    class Client:  # what distributed.Client.run returns: worker address -> value, or the exception it raised
+        def run(self, fn, *args, on_error):
+            assert on_error == "return" and args == ("minisgd",)
+            return {"tcp://10.0.0.7:4001": minisgd.__version__, "tcp://10.0.0.8:4001": "0.0.1",
+                    "tcp://10.0.0.9:4001": PackageNotFoundError("minisgd")}
+
+    with pytest.raises(sweep.ClusterError) as error:
+        sweep._check_workers(Client())
+    assert f"must run minisgd {minisgd.__version__}, as this client does; found tcp://10.0.0.8:4001: 0.0.1; " \
+        "tcp://10.0.0.9:4001: PackageNotFoundError: No package metadata was found for minisgd" in str(error.value)
