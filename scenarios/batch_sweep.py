@@ -1,7 +1,7 @@
 """Sharpness and test accuracy against the batch size, from 32 to the full training set.
 
     python scenarios/batch_sweep.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J] [--out DIR] [--set key=value ...] [--plots DIR]
+        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
 
 is ``minisgd run batch-sweep [options]``;
 the experiment itself is ``minisgd/scenarios/batch_sweep.py`` (its config dataclass

@@ -1,7 +1,7 @@
 """Keskar et al. 2017 on MNIST: small batch (256) against large batch (10%), with Adam and plain SGD.
 
     python scenarios/keskar_mnist.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J] [--out DIR] [--set key=value ...] [--plots DIR]
+        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
 
 is ``minisgd run keskar-mnist [options]``;
 the experiment itself is ``minisgd/scenarios/keskar_mnist.py`` (its config dataclass

@@ -1,7 +1,7 @@
 """The exact, full Hessian spectrum at a small-batch and a large-batch minimizer of a reduced MNIST model.
 
     python scenarios/spectrum.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J] [--out DIR] [--set key=value ...] [--plots DIR]
+        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
 
 is ``minisgd run spectrum [options]``;
 the experiment itself is ``minisgd/scenarios/spectrum.py`` (its config dataclass

@@ -33,11 +33,6 @@ from test_sweep import TOY, ToyConfig
 
 pytestmark = pytest.mark.dask
 
-
-@dataclass(frozen=True)
-class ToyCliConfig(ToyConfig):
-    device: str = "cpu"  # the CLI's --device
-
 REPO = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("MINISGD_DATA") or REPO.parent / "shared" / "data")
 needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
@@ -45,6 +40,13 @@ needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
 # a spectrum sweep of 6 points of ~0.4 s each once a worker is warm (the first point of a process takes ~3 s)
 SWEEP = ["run", "spectrum", "--quick", "--seeds", "6", "--set", "classes=3", "n_train=600", "hidden=8", "epochs=20"]
 POINTS = 6
+
+
+@dataclass(frozen=True)
+class ToyCliConfig(ToyConfig):
+    """The toy scenario's config with the field the CLI expects of every scenario."""
+
+    device: str = "cpu"  # the CLI's --device
 
 
 def _env(threads):
