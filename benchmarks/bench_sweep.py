@@ -78,8 +78,11 @@ def main(argv=None):
                                   "overhead": (w * wall - compute.sum()) / n,
                                   "overhead_all": (w * (wall + setup) - compute.sum()) / n,
                                   "beyond_bound": w * (wall - max(compute.sum() / w, compute.max())) / n})
+                x = rows[way][-1]
                 print(f"round {r + 1}, {way}: start-up {setup:.1f} s, sweep {wall:.1f} s, compute "
-                      f"{compute.sum():.1f} s, other load {load:.2f} cores", file=sys.stderr)
+                      f"{compute.sum():.1f} s, overhead per point {x['overhead'] * 1e3:.0f} ms = "
+                      f"{100 * x['overhead'] / compute.mean():.1f}% of a point, other load {load:.2f} cores",
+                      file=sys.stderr, flush=True)
 
     info = C.machine_info(np)
     print(f"{args.scenario} --quick: {n} points; {args.workers} workers; {info['cpu']}, {info['os.cpu_count']} cores; "

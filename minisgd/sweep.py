@@ -178,23 +178,32 @@ def blas_threads(workers):
 
 
 @contextmanager
-def process_pool(jobs, threads=None):
-    """A ``ProcessPoolExecutor`` of ``jobs`` fresh (spawned) workers, each with ``threads`` BLAS threads
-    (default :func:`blas_threads`), shut down on exit. The variables in :data:`THREAD_VARS` are set while
-    the pool lives (spawned workers read them at start-up) and restored afterwards."""
-    threads = threads or blas_threads(jobs)
+def _thread_env(threads):
+    """The variables of :data:`THREAD_VARS` set to ``threads`` in this process's environment while the block runs
+    (processes started in it read them at start-up, before NumPy loads its BLAS), restored afterwards."""
     saved = {k: os.environ.get(k) for k in THREAD_VARS}
     os.environ.update({k: str(threads) for k in THREAD_VARS})
-    pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        yield pool
+        yield
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def process_pool(jobs, threads=None):
+    """A ``ProcessPoolExecutor`` of ``jobs`` fresh (spawned) workers, each with ``threads`` BLAS threads
+    (default :func:`blas_threads`), shut down on exit. The variables in :data:`THREAD_VARS` are set while
+    the pool lives (it spawns its workers when tasks arrive) and restored afterwards."""
+    with _thread_env(threads or blas_threads(jobs)):
+        pool = cf.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 DIST_EXTRA = "pip install 'minisgd[dist]'"
@@ -225,8 +234,7 @@ def dask_client(address, timeout=5.0, threads=None):
 
     address: ``"tcp://HOST:PORT"`` (any address Dask takes) of a running scheduler, or ``"local:N"`` for a
     ``LocalCluster`` of N worker processes on this machine, one task at a time each, with ``threads`` BLAS threads
-    (default :func:`blas_threads`; the variables of :data:`THREAD_VARS`, passed to the nannies, which also set them
-    for the workers they restart). The workers of a running scheduler are as they were started (see the README).
+    (default :func:`blas_threads`). The workers of a running scheduler are as they were started (see the README).
 
     Raises :class:`~minisgd.errors.ExtraNotInstalledError` without Dask, and :class:`~minisgd.errors.ClusterError`
     when no scheduler answers within ``timeout`` seconds or the workers cannot import this version of minisgd.
@@ -236,8 +244,13 @@ def dask_client(address, timeout=5.0, threads=None):
     cluster = None
     try:
         if workers is not None:
-            env = {k: str(threads or blas_threads(workers)) for k in THREAD_VARS}
-            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, env=env)
+            # Each nanny reads the BLAS variables from this environment when it is made (its "pre-spawn" variables,
+            # set before a worker process starts, or Dask sets 1), and env sets NUMBA_NUM_THREADS in the worker
+            # before Numba loads; both hold for the workers a nanny restarts.
+            threads = threads or blas_threads(workers)
+            with _thread_env(threads):
+                cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                   env={k: str(threads) for k in THREAD_VARS})
         try:
             client = distributed.Client(cluster or address, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 (OSError on a timeout; anything else when a non-Dask server answers)
