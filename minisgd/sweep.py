@@ -218,14 +218,6 @@ def _import_distributed():
     return distributed
 
 
-_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
-
-
-def _dask_config():
-    import dask.config
-    return dask.config
-
-
 def _local_workers(address):
     """N for ``"local:N"``, ``None`` for the address of a running scheduler."""
     if not address.startswith("local:"):
@@ -257,8 +249,10 @@ def dask_client(address, timeout=5.0, threads=None):
             # before Numba loads; both hold for the workers a nanny restarts. Dask's pre-spawn
             # MALLOC_TRIM_THRESHOLD_ is dropped: it turns off glibc's dynamic mmap threshold, so every large NumPy
             # temporary is mapped and zeroed afresh (batch-sweep's points ran 2.5x slower, most of it system time).
+            import dask  # installed with distributed
             threads = threads or blas_threads(workers)
-            with _thread_env(threads), _dask_config().set({_TRIM: None}):
+            trim = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+            with _thread_env(threads), dask.config.set({trim: None}):
                 cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                    env={k: str(threads) for k in THREAD_VARS})
         try:
