@@ -8,7 +8,8 @@ state, no GUI backend), and :func:`save` writes one to a PNG.
 * :func:`versus_batch_size`: measures against the batch size (log2 axis), mean and std over seeds;
 * :func:`spectrum_histograms`: full Hessian spectra overlaid (SB, LB), on a linear and on a log scale;
 * :func:`gauss_newton_vs_residual`: the ranked eigenvalues of the Hessian, its Gauss-Newton part and the residual;
-* :func:`outliers_vs_classes`: the number of outlier eigenvalues against the number of classes.
+* :func:`outliers_vs_classes`: the number of outlier eigenvalues against the number of classes;
+* :func:`measured_vs_predicted`: measurements against closed forms on log-log axes, with slope guides.
 
 Series given as ``(S, n)`` arrays (S seeds) are drawn as their mean with a band or error bars of one standard
 deviation; ``(n,)`` arrays as lines.
@@ -292,4 +293,50 @@ def outliers_vs_classes(classes, counts, title="Outlier eigenvalues against the 
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+# ---- measured against predicted, on log-log axes -------------------------------------------------------------
+
+def measured_vs_predicted(panels, title):
+    """One log-log panel per entry of ``panels``: ``{title: {"xlabel": str, "ylabel": str, "series": [series,
+    ...], "slope": (s, x0, y0) or None}}``. A series is ``{"label": str, "x": (n,), "y": (n,) or (S, n)}`` with
+    ``"predicted": True`` for a closed form (a line) or measurements otherwise (markers with error bars of one
+    std over the S rows, or ``"yerr": (n,)`` given). ``slope`` draws a dotted guide of slope s through (x0, y0).
+    Non-positive values are left out (a log axis cannot show them)."""
+    items = list(panels.items())
+    cols = min(3, len(items))
+    rows = -(-len(items) // cols)
+    fig = Figure(figsize=(4.2 * cols + 0.4, 3.6 * rows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (name, spec) in zip(axes, items):
+        xs = np.concatenate([np.asarray(s["x"], dtype=float) for s in spec["series"]])
+        xs = xs[xs > 0]
+        for i, s in enumerate(spec["series"]):
+            x = np.asarray(s["x"], dtype=float)
+            mean, std, _ = _mean_std(s["y"])
+            std = np.asarray(s.get("yerr", std), dtype=float)
+            ok = (x > 0) & (mean > 0)
+            color = s.get("color", PALETTE[i % len(PALETTE)])
+            if s.get("predicted"):
+                ax.plot(x[ok], mean[ok], color=color, linewidth=1.4, label=s["label"])
+            else:
+                ax.errorbar(x[ok], mean[ok], yerr=np.minimum(std[ok], 0.999 * mean[ok]) if std.any() else None,
+                            marker=s.get("marker", "o"), markersize=4, linestyle="none", capsize=2, color=color,
+                            label=s["label"])
+        if spec.get("slope"):
+            slope, x0, y0 = spec["slope"]
+            ends = np.array([xs.min(), xs.max()]) if xs.size else np.array([x0, 10 * x0])
+            ax.plot(ends, y0 * (ends / x0) ** slope, color="#555555", linestyle=":", linewidth=1,
+                    label=f"slope {slope:g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(spec["xlabel"])
+        ax.set_ylabel(spec["ylabel"])
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[len(items):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
     return fig
