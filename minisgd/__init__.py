@@ -15,7 +15,7 @@ Public API::
     Hv = net.hvp(theta, X, y, V)                    # (P,) or (P, k)
     H = net.hessian(theta, X, y)                    # (P, P)
 """
-from . import (activations, backend, callbacks, checkpoint, errors, landscape, losses, optim, sampling, schedules,
+from . import (activations, backend, callbacks, checkpoint, errors, landscape, losses, noise, optim, sampling, schedules,
                sharpness, spectrum)
 from .callbacks import GradientNoise, StopTraining, TopEigenvalue, every, gradient_noise, top_eigenvalue
 from .checkpoint import CheckpointError, ConfigMismatchError
@@ -42,6 +42,6 @@ __all__ = [
     # errors
     "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError", "BackendUnavailableError",
     # modules
-    "activations", "losses", "backend", "errors", "spectrum", "sharpness", "landscape", "optim", "sampling",
+    "activations", "losses", "backend", "errors", "noise", "spectrum", "sharpness", "landscape", "optim", "sampling",
     "schedules", "callbacks", "checkpoint", "sweep", "scenarios",
 ]
