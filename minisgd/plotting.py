@@ -61,6 +61,15 @@ def _mean_std(values):
     return mean, std, a.shape[0]
 
 
+def panel_grid(count, width, height, columns=3):
+    """A figure with ``count`` panels of ``width`` x ``height`` inches, at most ``columns`` a row: ``(fig, axes)``,
+    axes flattened (hide the spare ones after drawing)."""
+    cols = min(columns, count)
+    rows = -(-count // cols)
+    fig = Figure(figsize=(width * cols + 0.5, height * rows + 0.5), layout="constrained")
+    return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+
+
 def _line(ax, x, values, band=True, **style):
     mean, std, n = _mean_std(values)
     line, = ax.plot(x, mean, **style)
@@ -119,10 +128,7 @@ def compare_regimes(measures, groups, title="Small batch (SB) against large batc
     of one standard deviation, and every seed as a small dot beside it. ``measures``: ``{panel title: {"ylabel":
     str, "log": bool, "values": {group: {"SB": (S,), "LB": (S,)}}}}``; ``groups`` orders the groups."""
     panels = list(measures.items())
-    cols = min(3, len(panels))
-    rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(3.6 * cols + 0.6, 3.1 * rows + 0.5), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = panel_grid(len(panels), 3.6, 3.1)
     offset = 0.18
     for ax, (panel, spec) in zip(axes, panels):
         x = np.arange(len(groups))
@@ -157,10 +163,7 @@ def versus_batch_size(batch_sizes, panels, title="Against the batch size", full_
     ``full_batch`` marks the training-set size."""
     b = np.asarray(batch_sizes, dtype=float)
     items = list(panels.items())
-    cols = min(3, len(items))
-    rows = -(-len(items) // cols)
-    fig = Figure(figsize=(3.8 * cols + 0.6, 3.3 * rows + 0.5), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = panel_grid(len(items), 3.8, 3.3)
     for ax, (name, spec) in zip(axes, items):
         for i, (label, values) in enumerate(spec["series"].items()):
             mean, std, n = _mean_std(values)
@@ -305,10 +308,7 @@ def measured_vs_predicted(panels, title):
     std over the S rows, or ``"yerr": (n,)`` given). ``slope`` draws a dotted guide of slope s through (x0, y0).
     Non-positive values are left out (a log axis cannot show them)."""
     items = list(panels.items())
-    cols = min(3, len(items))
-    rows = -(-len(items) // cols)
-    fig = Figure(figsize=(4.2 * cols + 0.4, 3.6 * rows + 0.5), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = panel_grid(len(items), 4.2, 3.6)
     for ax, (name, spec) in zip(axes, items):
         xs = np.concatenate([np.asarray(s["x"], dtype=float) for s in spec["series"]])
         xs = xs[xs > 0]

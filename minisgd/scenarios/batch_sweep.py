@@ -26,7 +26,7 @@ from ..landscape import evaluate
 from ..sharpness import epsilon_sharpness
 from ..spectrum import hessian_trace, top_eigenvalues
 from . import Scenario
-from .common import arrays, markdown_table, mean_std, mnist, pm, subset_indices, take, where
+from .common import arrays, geometric_sizes, markdown_table, mean_std, mnist, pm, subset_indices, take, where
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -64,11 +64,7 @@ QUICK = dict(n_train=2048, hidden=(64,), lr=2e-3, target_loss=0.05, epochs=500, 
 
 def batch_sizes(config):
     """``min_batch, 2 min_batch, ...`` below ``n_train``, then ``n_train`` (full batch)."""
-    sizes, b = [], config.min_batch
-    while b < config.n_train:
-        sizes.append(b)
-        b *= 2
-    return sizes + [config.n_train]
+    return geometric_sizes(config.min_batch, config.n_train)
 
 
 def grid(config):

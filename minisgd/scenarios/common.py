@@ -27,6 +27,15 @@ def subset_indices(n, size, seed=0):
     return np.sort(np.random.default_rng([12345, seed]).choice(n, size, replace=False))
 
 
+
+def geometric_sizes(start, stop, factor=2):
+    """``start, factor start, factor^2 start, ...`` below ``stop``, then ``stop`` itself: batch or set sizes."""
+    sizes, n = [], start
+    while n < stop:
+        sizes.append(n)
+        n *= factor
+    return sizes + [stop]
+
 def take(a, idx):
     """``a[idx]`` for NumPy or CuPy ``a`` with host indices."""
     if isinstance(a, np.ndarray):

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import MLP, TrainConfig, noise, train
 from . import Scenario
-from .common import arrays, markdown_table, mnist, pm, where
+from .common import arrays, geometric_sizes, markdown_table, mnist, pm, where
 
 PARTS = ("noise", "timing", "exact")
 
@@ -72,7 +72,7 @@ QUICK = dict(n_train=1024, hidden=(32,), train_steps=100, draws=150, timing_size
 def batch_sizes(n, near_full=False):
     """1, 2, 4, ... below n, then n; with ``near_full`` also 3n/4, 7n/8, 15n/16 (where the finite-population
     factor bends the noise down to zero at n)."""
-    sizes = [1 << k for k in range(int(np.log2(n)) + 1) if 1 << k < n]
+    sizes = geometric_sizes(1, n)
     if near_full:
         sizes += [n - n // 4, n - n // 8, n - n // 16]
     return sorted(set(s for s in sizes if 1 <= s < n)) + [n]

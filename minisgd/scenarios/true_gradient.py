@@ -33,7 +33,7 @@ import numpy as np
 from .. import MLP
 from ..data import make_linear_gaussian, make_teacher_student
 from . import Scenario
-from .common import markdown_table, pm, where
+from .common import geometric_sizes, markdown_table, pm, where
 
 PROBLEMS = ("linear-gaussian", "teacher-student")
 
@@ -70,11 +70,7 @@ QUICK = dict(max_examples=4096, repeats=60, population_draws=262_144, seeds=1)
 
 def set_sizes(config):
     """min_examples, 4 min_examples, ... up to max_examples (always included)."""
-    sizes, n = [], config.min_examples
-    while n < config.max_examples:
-        sizes.append(n)
-        n *= 4
-    return sizes + [config.max_examples]
+    return geometric_sizes(config.min_examples, config.max_examples, factor=4)
 
 
 def grid(config):
