@@ -227,8 +227,8 @@ def summarize(config, records):
                                   "b (log B)": f"{s['slope_B']:+.3f}"})
         tables[f"{protocol}_scaling"] = stat_rows
         lines += ["Fractions of the variance (nested: between temperatures, between batch sizes at one temperature, "
-                  "between seeds), Kendall's τ, and the least-squares coefficients a, b of measure ~ c + a log T + b log B "
-                  "(log λ_max and log tr H: exponents; the SDE view: b = 0):", "", markdown_table(stat_rows), ""]
+                  "between seeds), Kendall's τ, and the least-squares coefficients a, b of "
+                  "measure ~ c + a log T + b log B (for log λ_max and log tr H: exponents; the SDE view: b = 0):", "", markdown_table(stat_rows), ""]
         for sde_only in (True, False):
             mono = monotone_in_temperature(config, records, protocol, sde_only=sde_only)
             lines.append(f"- λ_max falls with every step up in T ({'SDE regime' if sde_only else 'all runs'}): "
