@@ -16,6 +16,7 @@ Series given as ``(S, n)`` arrays (S seeds) are drawn as their mean with a band 
 deviation; ``(n,)`` arrays as lines.
 """
 import io
+import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -313,7 +314,8 @@ def versus_temperature(temperatures, batch_sizes, panels, flagged=None, title="A
     axes = fig.subplots(len(panels), 2, squeeze=False)
     for (label, spec), (ax_t, ax_b) in zip(panels.items(), axes):
         values = np.asarray(spec["values"], float)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # cells without a finite run are NaN and not drawn
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(values, axis=2)
             std = np.nanstd(values, axis=2, ddof=1) if values.shape[2] > 1 else np.zeros_like(mean)
         std = np.where(np.isfinite(std), std, 0.0)

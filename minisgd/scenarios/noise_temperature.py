@@ -139,6 +139,13 @@ def cells(config, records, protocol, key, scale=1.0, sde_only=False):
     return out
 
 
+def seed_means(values):
+    """The mean over the last (seed) axis of the finite values, NaN where there are none: ``(T, B, S) -> (T, B)``."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=-1)
+    return np.where(count > 0, np.where(finite, values, 0.0).sum(axis=-1) / np.maximum(count, 1), np.nan)
+
+
 def flags(result, edge):
     """A short note of why a run is outside the SDE regime ("" when it is inside)."""
     if result["diverged"]:
@@ -170,7 +177,7 @@ def scaling_statistics(config, records, protocol, key, scale, log, sde_only):
 
 def monotone_in_temperature(config, records, protocol, key="top_eigenvalue", sde_only=False):
     """For each batch size, whether the seed mean of ``key`` falls with every step up in temperature."""
-    means = np.nanmean(cells(config, records, protocol, key, sde_only=sde_only), axis=2)  # (T, B)
+    means = seed_means(cells(config, records, protocol, key, sde_only=sde_only))  # (T, B)
     return {b: bool(np.all(np.diff(means[:, j][np.isfinite(means[:, j])]) < 0))
             for j, b in enumerate(config.batch_sizes)}
 
