@@ -40,12 +40,14 @@ def test_seed_means():
 
 
 def test_flags():
-    ok = {"diverged": False, "collapsed": False, "stability": 0.3}
+    ok = {"diverged": False, "train_loss": 0.1, "initial_loss": 2.3, "stability": 0.3}
     assert nt.in_sde_regime(ok, 0.5) and nt.flags(ok, 0.5) == ""
     assert not nt.in_sde_regime({**ok, "stability": 0.7}, 0.5) and nt.flags({**ok, "stability": 0.7}, 0.5) == \
         "ηλ/2 = 0.70 > 0.5"
     assert nt.flags({**ok, "diverged": True, "stability": math.nan}, 0.5) == "diverged"
-    assert not nt.in_sde_regime({**ok, "collapsed": True}, 0.5)
+    dead = {**ok, "train_loss": 2.30}  # at chance: log 10
+    assert not nt.in_sde_regime(dead, 0.5) and nt.flags(dead, 0.5) == "collapsed"
+    assert nt.collapsed(1.2, 2.3) and not nt.collapsed(1.1, 2.3)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +119,6 @@ def test_quick_run_summary_and_figure(quick_run):
     _, report = quick_run
     assert "| T | B | η | steps | epochs" in report.summary
     assert "| measure | runs | between T | B within T | seeds" in report.summary
-    assert "λ_max falls with every step up in T (all runs): 2/2 batch sizes" in report.summary
+    assert "λ_max falls with every step up in T (all trained runs): 2/2 batch sizes" in report.summary
     assert [p.name for p in report.figures] == ["temperature_time.png"]
     assert report.figures[0].read_bytes()[:4] == b"\x89PNG"

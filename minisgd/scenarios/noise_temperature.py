@@ -20,7 +20,8 @@ At the end, on the whole training set: the top Hessian eigenvalue (Lanczos on ex
 the training loss and the test accuracy and loss on all 10,000 test images.
 
 Where the SDE view is not expected to hold, the run is flagged and left out of the "SDE regime" statistics: a run
-that diverged; one that collapsed (its final training loss is not below the loss at the start); and one whose step
+that diverged; one that collapsed (its final training loss is above half the loss at the start: a large step can
+kill the ReLUs and leave the network at chance, at a loss of log 10, without diverging); and one whose step
 is large against the curvature it ends at, eta lambda_max / 2 > ``edge`` (gradient descent is linearly stable at a
 minimum only for eta lambda_max < 2, and the SDE is a small-step approximation).
 
@@ -113,26 +114,33 @@ def run_point(point):
     train_loss, train_acc = evaluate(net, theta, X, y)
     test_loss, test_acc = evaluate(net, theta, Xt, yt)
     lam = float(top_eigenvalues(net, theta, X, y, seed=p["seed"]).values[0])
-    return {**out, "diverged": False, "collapsed": bool(train_loss >= out["initial_loss"]), "steps": result.step,
+    return {**out, "diverged": False, "collapsed": collapsed(train_loss, out["initial_loss"]), "steps": result.step,
             "epochs": result.step * B / N, "sde_time": lr * result.step, "train_seconds": result.wall_time,
             "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
             "gap": test_loss - train_loss, "top_eigenvalue": lam, "trace": hessian_trace(net, theta, X, y),
             "stability": lr * lam / 2}
 
 
+def collapsed(train_loss, initial_loss):
+    """A run that did not learn: its final training loss is above half the loss at the start."""
+    return bool(train_loss > initial_loss / 2)
+
+
 def in_sde_regime(result, edge):
     """A run the SDE view speaks for: it did not diverge or collapse, and eta lambda_max / 2 <= ``edge``."""
-    return not (result["diverged"] or result["collapsed"]) and result["stability"] <= edge
+    return flags(result, edge) == ""
 
 
 def cells(config, records, protocol, key, scale=1.0, sde_only=False):
     """The measure ``key`` of one protocol as a ``(temperatures, batch sizes, seeds)`` array, NaN where a point is
-    missing (or flagged, with ``sde_only``)."""
+    missing, diverged or collapsed (a network at chance says nothing about the temperature), or, with ``sde_only``,
+    flagged for any reason."""
     seeds = sorted({r["point"]["seed"] for r in records})
     out = np.full((len(config.temperatures), len(config.batch_sizes), max(len(seeds), 1)), np.nan)
     for r in records:
         p = r["point"]
-        if p["protocol"] != protocol or (sde_only and not in_sde_regime(r["result"], config.edge)):
+        why = flags(r["result"], config.edge)
+        if p["protocol"] != protocol or why in ("diverged", "collapsed") or (sde_only and why):
             continue
         out[config.temperatures.index(p["temperature"]), config.batch_sizes.index(p["batch_size"]),
             seeds.index(p["seed"])] = r["result"][key] * scale
@@ -150,7 +158,7 @@ def flags(result, edge):
     """A short note of why a run is outside the SDE regime ("" when it is inside)."""
     if result["diverged"]:
         return "diverged"
-    if result["collapsed"]:
+    if collapsed(result["train_loss"], result["initial_loss"]):
         return "collapsed"
     return f"ηλ/2 = {result['stability']:.2f} > {edge:g}" if result["stability"] > edge else ""
 
@@ -212,7 +220,8 @@ def summarize(config, records):
                  {"time": f"'time': η × steps = {config.time:g}", "epochs": f"'epochs': {config.epochs} epochs"}[p]
                  for p in config.protocols) + ". Measured at the end on the whole training set (λ_max, tr H, "
              f"train loss) and the 10,000 test images. Mean ± std over seeds. Flagged runs (diverged, collapsed "
-             f"or ηλ_max/2 > {config.edge:g}) are left out of the SDE-regime statistics.", ""]
+             f"or ηλ_max/2 > {config.edge:g}) are left out of the SDE-regime statistics; diverged and collapsed "
+             f"ones (at chance) out of all statistics and figures.", ""]
     tables = {}
     for protocol in config.protocols:
         if not [r for r in records if r["point"]["protocol"] == protocol]:
@@ -227,7 +236,7 @@ def summarize(config, records):
                 if s is None:
                     continue
                 stat_rows.append({"measure": ("log " if log else "") + label,
-                                  "runs": f"{s['runs']} ({'SDE regime' if sde_only else 'all'})",
+                                  "runs": f"{s['runs']} ({'SDE regime' if sde_only else 'all trained'})",
                                   "between T": f"{s['between']:.3f}", "B within T": f"{s['within']:.3f}",
                                   "seeds": f"{s['residual']:.3f}", "τ with T": f"{s['tau_T']:+.2f}",
                                   "τ with B": f"{s['tau_B']:+.2f}", "a (log T)": f"{s['slope_T']:+.3f}",
@@ -235,13 +244,21 @@ def summarize(config, records):
         tables[f"{protocol}_scaling"] = stat_rows
         lines += ["Fractions of the variance (nested: between temperatures, between batch sizes at one temperature, "
                   "between seeds), Kendall's τ, and the least-squares coefficients a, b of "
-                  "measure ~ c + a log T + b log B (for log λ_max and log tr H: exponents; the SDE view: b = 0):", "", markdown_table(stat_rows), ""]
+                  "measure ~ c + a log T + b log B (for log λ_max and log tr H: exponents; the SDE view: b = 0):",
+                  "", markdown_table(stat_rows), ""]
         for sde_only in (True, False):
             mono = monotone_in_temperature(config, records, protocol, sde_only=sde_only)
-            lines.append(f"- λ_max falls with every step up in T ({'SDE regime' if sde_only else 'all runs'}): "
-                         f"{sum(mono.values())}/{len(mono)} batch sizes"
+            which = "SDE regime" if sde_only else "all trained runs"
+            lines.append(f"- λ_max falls with every step up in T ({which}): {sum(mono.values())}/{len(mono)} "
+                         "batch sizes"
                          + (f" (not at B = {', '.join(str(b) for b, v in mono.items() if not v)})"
                             if not all(mono.values()) else "") + ".")
+        lam = seed_means(cells(config, records, protocol, "top_eigenvalue"))  # (T, B), trained runs
+        lines.append("- At one temperature, λ_max at the largest trained B over λ_max at B = "
+                     f"{config.batch_sizes[0]} (the SDE view: 1): " + ", ".join(
+                         f"T = {t:g}: {row[np.isfinite(row)][-1] / row[0]:.2f} (B = "
+                         f"{config.batch_sizes[np.flatnonzero(np.isfinite(row))[-1]]})"
+                         for t, row in zip(config.temperatures, lam) if np.isfinite(row[0])) + ".")
         flagged = [row for row in rows if row["flags"]]
         if flagged:
             lines.append("- Flagged (runs of the cell flagged: why): " + ", ".join(
