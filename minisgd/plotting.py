@@ -345,6 +345,8 @@ def versus_temperature(temperatures, batch_sizes, panels, flagged=None, title="A
         for ax in (ax_t, ax_b):
             if spec.get("log"):
                 ax.set_yscale("log")
+                # labelled ticks at 1, 1.25, 1.5, 2, ... per decade: these measures span less than a decade
+                ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)))
                 for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
                     axis_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
                 ax.tick_params(axis="y", which="both", labelsize=7)
