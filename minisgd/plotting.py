@@ -9,16 +9,19 @@ state, no GUI backend), and :func:`save` writes one to a PNG.
 * :func:`spectrum_histograms`: full Hessian spectra overlaid (SB, LB), on a linear and on a log scale;
 * :func:`gauss_newton_vs_residual`: the ranked eigenvalues of the Hessian, its Gauss-Newton part and the residual;
 * :func:`outliers_vs_classes`: the number of outlier eigenvalues against the number of classes;
-* :func:`measured_vs_predicted`: measurements against closed forms on log-log axes, with slope guides.
+* :func:`measured_vs_predicted`: measurements against closed forms on log-log axes, with slope guides;
+* :func:`versus_temperature`: measures against the SGD temperature (one marker per B) and against B (one line per
+  temperature).
 
 Series given as ``(S, n)`` arrays (S seeds) are drawn as their mean with a band or error bars of one standard
 deviation; ``(n,)`` arrays as lines.
 """
 import io
+import warnings
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 DPI = 110  # PNG resolution: readable at page width, files of 50-200 KB
 SB_COLOR, LB_COLOR = "#1f77b4", "#d62728"
@@ -339,4 +342,63 @@ def measured_vs_predicted(panels, title):
     for ax in axes[len(items):]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=11)
+# ---- against the temperature eta / B ------------------------------------------------------------------------
+
+def versus_temperature(temperatures, batch_sizes, panels, flagged=None, title="Against the temperature η/B"):
+    r"""Two views of measures taken on a grid of temperatures :math:`T = \eta/B\,(1 - B/N)` and batch sizes, one row
+    per entry of ``panels`` (``{label: {"values": (nT, nB, S), "log": bool}}``, NaN where a run is missing):
+    left, against T (log axis), one marker per batch size; right, against B (log2 axis), one line per temperature.
+    Mean and std over the S seeds. ``flagged: (nT, nB)`` bool draws those cells with open markers (runs outside
+    the regime the comparison is about). If the temperature alone decides a measure, the markers of the left panel
+    collapse onto one curve and the lines of the right panel are flat."""
+    T, Bs = np.asarray(temperatures, float), np.asarray(batch_sizes, float)
+    flagged = np.zeros((T.size, Bs.size), bool) if flagged is None else np.asarray(flagged, bool)
+    markers = "osD^v<>p*h"
+    fig = Figure(figsize=(10.5, 3.0 * len(panels) + 0.6), layout="constrained")
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    for (label, spec), (ax_t, ax_b) in zip(panels.items(), axes):
+        values = np.asarray(spec["values"], float)
+        with warnings.catch_warnings():  # cells without a finite run are NaN and not drawn
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(values, axis=2)
+            std = np.nanstd(values, axis=2, ddof=1) if values.shape[2] > 1 else np.zeros_like(mean)
+        std = np.where(np.isfinite(std), std, 0.0)
+        for j, b in enumerate(Bs):
+            color, marker = PALETTE[j % len(PALETTE)], markers[j % len(markers)]
+            for i in range(T.size):
+                if np.isfinite(mean[i, j]):
+                    ax_t.errorbar(T[i] * 1.04 ** (j - (Bs.size - 1) / 2), mean[i, j], yerr=std[i, j], capsize=2,
+                                  marker=marker, markersize=5, color=color,
+                                  markerfacecolor="none" if flagged[i, j] else color)
+            ax_t.plot([], [], marker=marker, color=color, linestyle="none", label=f"B = {int(b)}")
+        for i, t in enumerate(T):
+            color = PALETTE[i % len(PALETTE)]
+            ok = np.isfinite(mean[i])
+            ax_b.plot(Bs[ok], mean[i, ok], color=color, linewidth=1.2, label=f"T = {t:.2g}")
+            for j in np.flatnonzero(ok):
+                ax_b.errorbar(Bs[j], mean[i, j], yerr=std[i, j], capsize=2, marker="o", markersize=4, color=color,
+                              markerfacecolor="none" if flagged[i, j] else color)
+        ax_t.set_xscale("log")
+        ax_b.set_xscale("log", base=2)
+        ax_t.set_xticks(T, [f"{t:.2g}" for t in T], fontsize=8)  # the grid's own values, no minor labels
+        ax_b.set_xticks(Bs, [f"{int(b)}" for b in Bs], fontsize=8)
+        ax_t.xaxis.set_minor_formatter(NullFormatter())
+        ax_b.xaxis.set_minor_formatter(NullFormatter())
+        ax_t.set_xlabel("temperature T = η/B (1 - B/N) (log scale)")
+        ax_b.set_xlabel("batch size B (log2 scale)")
+        for ax in (ax_t, ax_b):
+            if spec.get("log"):
+                ax.set_yscale("log")
+                # labelled ticks at 1, 1.25, 1.5, 2, ... per decade: these measures span less than a decade
+                ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)))
+                for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                    axis_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+                ax.tick_params(axis="y", which="both", labelsize=7)
+            ax.set_ylabel(label)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.legend(fontsize=7, ncol=2)
+        ax_t.set_title(f"{label} against T, one marker per B", fontsize=10)
+        ax_b.set_title(f"{label} against B, one line per T", fontsize=10)
+    note = "\n(open markers: flagged runs)" if flagged.any() else ""
+    fig.suptitle(title + note, fontsize=10)
     return fig

@@ -132,7 +132,8 @@ def names():
     return list(SCENARIOS)
 
 
-from . import batch_sweep, keskar_mnist, noise_scaling, spectrum, true_gradient  # noqa: E402 (each module builds its SCENARIO)
+# each module builds its SCENARIO with the above
+from . import batch_sweep, keskar_mnist, noise_scaling, noise_temperature, spectrum, true_gradient  # noqa: E402
 
-for _module in (keskar_mnist, batch_sweep, spectrum, noise_scaling, true_gradient):
+for _module in (keskar_mnist, batch_sweep, spectrum, noise_scaling, true_gradient, noise_temperature):
     register(_module.SCENARIO)
