@@ -204,9 +204,9 @@ def summarize(config, records):
             row[f"eps-sharpness {config.eps:g} (%)"] = pm(values(run, "sharpness"), digits=2)
         if run in REMEDIES:
             closed, gain, gap = gap_closed(records, run)
-            row["gap closed"] = pm(closed)
-            row["pooled"] = f"{pooled(gain, gap):.2f}"
-            row["vs"] = "/".join(BASELINE[run])
+            row.update({"gap closed": pm(closed), "pooled": f"{pooled(gain, gap):.2f}", "vs": "/".join(BASELINE[run])})
+        else:
+            row.update({"gap closed": "1 (SB)" if run.startswith("sb") else "0 (LB)", "pooled": "", "vs": ""})
         rows.append(row)
     r0 = records[0]["result"]
     side = 28 // config.pool
@@ -217,8 +217,8 @@ def summarize(config, records):
              f"momentum 0.9 at {config.momentum_lr:g} for the lr-scaling pair; curvature on "
              f"{config.sharpness_examples} training images (float64). Mean ± std over seeds; gap closed per seed, "
              "paired with the SB / LB pair named in `vs`; `pooled` = mean(remedy - LB) / mean(SB - LB).", "",
-             markdown_table(rows), ""]
-    for sb_run, lb_run in {BASELINE[r] for r in config.remedies}:
+             markdown_table(rows, columns=list(dict.fromkeys(k for row in rows for k in row))), ""]
+    for sb_run, lb_run in dict.fromkeys(BASELINE[r] for r in REMEDIES if r in config.remedies):
         gap = np.array(values(sb_run, "test_acc", 100)) - np.array(values(lb_run, "test_acc", 100))
         lam_sb, lam_lb = np.array(values(sb_run, "top_eigenvalue")), np.array(values(lb_run, "top_eigenvalue"))
         if gap.size:
