@@ -39,6 +39,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from .. import MLP, TrainConfig, planned_steps, train
 from ..schedules import GeometricBatch, WarmStartBatch, Warmup
@@ -226,6 +227,14 @@ def summarize(config, records):
                          f"{int(np.sum(gap > 0))}/{gap.size} seeds); top eigenvalue {pm(lam_sb)} against "
                          f"{pm(lam_lb)} (LB sharper in {int(np.sum(lam_lb > lam_sb))}/{gap.size} seeds); LB "
                          f"train accuracy {pm(values(lb_run, 'train_acc', 100))} %.")
+    adam = [r["result"] for r in records if r["result"]["optimizer"] == "adam"]
+    if len(adam) > 2:
+        loss = [r["train_loss"] for r in adam]
+        rho_acc = spearmanr(loss, [r["test_acc"] for r in adam]).statistic
+        rho_lam = spearmanr(loss, [r["top_eigenvalue"] for r in adam]).statistic
+        lines.append(f"- Over the {len(adam)} Adam runs (every seed and run), the rank correlation of the final training "
+                     f"loss with the test accuracy is {rho_acc:.2f} and with the top eigenvalue {rho_lam:.2f}: how far a "
+                     "run trained predicts both.")
     ranked = sorted(((pooled(*gap_closed(records, r)[1:]), r) for r in config.remedies if where(records, run=r)),
                     reverse=True)
     if ranked:
