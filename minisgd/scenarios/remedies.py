@@ -228,8 +228,8 @@ def summarize(config, records):
                          f"{pm(lam_lb)} (LB sharper in {int(np.sum(lam_lb > lam_sb))}/{gap.size} seeds); LB "
                          f"train accuracy {pm(values(lb_run, 'train_acc', 100))} %.")
     adam = [r["result"] for r in records if r["result"]["optimizer"] == "adam"]
-    if len(adam) > 2:
-        loss = [r["train_loss"] for r in adam]
+    loss = [r["train_loss"] for r in adam]
+    if len(set(loss)) > 2:  # a rank correlation needs distinct values
         rho_acc = spearmanr(loss, [r["test_acc"] for r in adam]).statistic
         rho_lam = spearmanr(loss, [r["top_eigenvalue"] for r in adam]).statistic
         lines.append(f"- Over the {len(adam)} Adam runs (every seed and run), the rank correlation of the final training "
