@@ -299,3 +299,21 @@ def test_trainer_option_validation():
                        ({"proximal": -0.1}, "proximal"), ({"proximal_steps": 3}, "needs proximal > 0")]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(max_steps=1, **bad)
+
+
+def test_a_checkpoint_from_before_the_options_resumes_with_their_defaults(tmp_path):
+    from minisgd import checkpoint as ckpt
+    net, theta0, X, y = image_problem()
+    out = str(tmp_path / "old")
+    whole = train(net, theta0, (X, y), TrainConfig(lr=0.05, batch_size=8, epochs=2), progress=False)
+    train(net, theta0, (X, y), TrainConfig(lr=0.05, batch_size=8, epochs=1, out=out), progress=False)
+    arrays, meta = ckpt.load(out)
+    new_fields = ("augment_shift", "image_shape", "noise_batch", "proximal", "proximal_steps")
+    meta["config"] = {k: v for k, v in meta["config"].items() if k not in new_fields}  # as written before them
+    ckpt.save(out, arrays, meta, step=meta["counters"]["step"])
+    resumed = train(net, theta0, (X, y), TrainConfig(lr=0.05, batch_size=8, epochs=2, out=out), resume=out,
+                    progress=False)
+    np.testing.assert_array_equal(resumed.theta, whole.theta)
+    with pytest.raises(ms.ConfigMismatchError, match="proximal"):
+        train(net, theta0, (X, y), TrainConfig(lr=0.05, batch_size=8, epochs=3, out=out, proximal=1.0), resume=out,
+              progress=False)
