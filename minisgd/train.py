@@ -455,15 +455,14 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
                 diverge(loss, "minibatch loss")
             grad_norm = math.sqrt(float(g @ g)) if cfg.log_grad_norm else math.nan  # BLAS dot: 4x vector_norm
             prev = (theta, opt_state)
-            g_step = g if noise is None else g + noise
-            if cfg.proximal:
-                def batch_grad(th, Xb=Xb, yb=yb, noise=noise):
-                    grad = net.loss_and_grad(th, Xb, yb)[1]
-                    return grad if noise is None else grad + noise
-                theta, opt_state = proximal_step(batch_grad, theta, cfg.proximal, opt, opt_state, lr,
-                                                 cfg.proximal_steps, grad_t=g_step)
-            else:
-                theta, opt_state = opt.update(theta, g_step, opt_state, lr)
+            shift = 0.0 if noise is None else noise  # the same xi_t at every inner step of a proximal update
+
+            def batch_grad(th, Xb=Xb, yb=yb, shift=shift):
+                return net.loss_and_grad(th, Xb, yb)[1] + shift
+
+            # rho = 0 and one step (the default) is exactly opt.update(theta, g + xi_t, ...)
+            theta, opt_state = proximal_step(batch_grad, theta, cfg.proximal, opt, opt_state, lr, cfg.proximal_steps,
+                                             grad_t=g + shift)
             _append(history, {"step": c.step, "epoch": c.epoch, "lr": lr, "batch_size": len(idx), "loss": loss,
                               "grad_norm": grad_norm, "examples": c.examples, "wall_time": time.perf_counter() - t0})
             c.step, c.step_in_epoch, c.examples = c.step + 1, c.step_in_epoch + 1, c.examples + len(idx)
