@@ -31,7 +31,8 @@ def test_grid_pairs_each_remedy_with_its_baseline():
     assert len(remedies.grid(config)) == 12 * config.seeds
     only = remedies.SCENARIO.config(quick=True, remedies=("noise",))
     assert remedies.runs(only) == ["sb", "lb", "noise"]  # no momentum pair without the lr-scaling remedies
-    assert remedies.BASELINE["lr-linear"] == ("sb-momentum", "lb-momentum") and remedies.BASELINE["noise"] == ("sb", "lb")
+    assert remedies.BASELINE["lr-linear"] == ("sb-momentum", "lb-momentum")
+    assert remedies.BASELINE["noise"] == ("sb", "lb")
     with pytest.raises(ValueError, match="unknown remedies"):
         remedies.SCENARIO.config(remedies=("dropout",))
     with pytest.raises(ValueError, match="small_batch < large_batch"):
@@ -114,7 +115,8 @@ def test_remedies_quick(quick_run):
         assert 0.5 < r["test_acc"] <= 1 and 0.5 < r["train_acc"] <= 1  # chance is 0.1
         assert r["top_eigenvalue"] > 0 and np.isfinite(r["train_loss"])
     assert np.all(value("sb", "steps") == config.epochs * N // b)
-    assert np.all(value("longer", "steps") == value("sb", "steps")) and np.all(value("noise", "steps") == value("sb", "steps"))
+    assert np.all(value("longer", "steps") == value("sb", "steps"))
+    assert np.all(value("noise", "steps") == value("sb", "steps"))
     assert np.all(value("lb", "steps") == config.epochs * N // B)
     assert np.all(value("proximal", "gradient_evaluations") == 4 * value("lb", "steps"))
     warm = remedies.where(records, run="warm-start")[0]["result"]["batch_sizes"]

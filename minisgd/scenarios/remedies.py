@@ -55,7 +55,7 @@ BASELINE = {r: ("sb-momentum", "lb-momentum") if r in MOMENTUM_RUNS else ("sb", 
 
 @dataclass(frozen=True)
 class Config:
-    """remedies; the defaults are the full-size run (26 CPU-minutes: 13 min with --jobs 2 on a shared 2-core machine)."""
+    """remedies; the defaults are the full-size run (26 CPU-min: 13 min with --jobs 2 on a shared 2-core machine)."""
 
     n_train: int = 8192  # stratified MNIST training subset (the batch-sweep scenario's)
     pool: int = 2  # average pooling: 2 gives 14x14 = 196 inputs
@@ -155,7 +155,8 @@ def run_point(point):
     Xs, ys = take(X, sub).astype("float64"), take(y, sub)
     theta = result.theta.astype("float64")
     out = {"run": p["run"], "optimizer": cfg.rule().name, "steps": result.step, "epochs": result.epoch,
-           "examples": result.examples, "gradient_evaluations": result.step * (cfg.proximal_steps + (cfg.noise_batch is not None)),
+           "examples": result.examples,
+           "gradient_evaluations": result.step * (cfg.proximal_steps + (cfg.noise_batch is not None)),
            "train_seconds": result.wall_time, "num_params": net.num_params, "n_train": int(X.shape[0]),
            "train_loss": h["train_loss"][-1], "train_acc": h["train_acc"][-1],
            "test_loss": h["test_loss"][-1], "test_acc": h["test_acc"][-1],
@@ -197,7 +198,8 @@ def summarize(config, records):
         if not rs:
             continue
         r0 = rs[0]["result"]
-        row = {"run": run, "optimizer": r0["optimizer"], "seeds": len(rs), "updates": f"{np.mean(values(run, 'steps')):.0f}",
+        row = {"run": run, "optimizer": r0["optimizer"], "seeds": len(rs),
+               "updates": f"{np.mean(values(run, 'steps')):.0f}",
                "epochs": f"{np.mean(values(run, 'epochs')):.0f}", "train loss": pm(values(run, "train_loss"), digits=4),
                "train acc (%)": pm(values(run, "train_acc", 100)), "test acc (%)": pm(values(run, "test_acc", 100)),
                "top eigenvalue": pm(values(run, "top_eigenvalue"), digits=2)}
@@ -232,9 +234,9 @@ def summarize(config, records):
     if len(set(loss)) > 2:  # a rank correlation needs distinct values
         rho_acc = spearmanr(loss, [r["test_acc"] for r in adam]).statistic
         rho_lam = spearmanr(loss, [r["top_eigenvalue"] for r in adam]).statistic
-        lines.append(f"- Over the {len(adam)} Adam runs (every seed and run), the rank correlation of the final training "
-                     f"loss with the test accuracy is {rho_acc:.2f} and with the top eigenvalue {rho_lam:.2f}: how far a "
-                     "run trained predicts both.")
+        lines.append(f"- Over the {len(adam)} Adam runs (every seed and run), the rank correlation of the final "
+                     f"training loss with the test accuracy is {rho_acc:.2f} and with the top eigenvalue "
+                     f"{rho_lam:.2f}: how far a run trained predicts both.")
     ranked = sorted(((pooled(*gap_closed(records, r)[1:]), r) for r in config.remedies if where(records, run=r)),
                     reverse=True)
     if ranked:
