@@ -1,6 +1,7 @@
 r"""Matched noise injection: give a large-batch gradient the noise of a small batch (a remedy for the large-batch
-gap in the spirit of Keskar et al. 2017, section 5, and of the gradient-noise views of Smith & Le 2018 and Zhu et
-al. 2019, who show that the covariance, not only the size, of SGD's noise drives it to flat minima).
+gap in the spirit of Keskar et al. 2017, section 5; Smith & Le 2018 tie generalization to the size of SGD's noise,
+Zhu et al. 2019 show that its anisotropic covariance, not only its size, lets SGD escape sharp minima where
+isotropic noise of the same size does not).
 
 A batch of :math:`B` examples has gradient covariance :math:`S^2 (1/B - 1/N)` when drawn without replacement
 from N examples (:math:`S^2 = \frac{1}{N-1}\sum_n (g_n - \bar g)(g_n - \bar g)^T`) and :math:`\sigma^2 / B` with

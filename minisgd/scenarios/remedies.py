@@ -13,16 +13,17 @@ as the small batch makes (Hoffer et al. 2017). Here each is one run per seed, fr
 * ``lr-linear`` / ``lr-sqrt``: B with the learning rate times B/b (Goyal et al.) or :math:`\sqrt{B/b}` (Hoffer et
   al.), reached by a linear warm-up over ``warmup_epochs`` epochs. These two use SGD with momentum 0.9 and are
   measured against their own SB / LB pair (``sb-momentum``, ``lb-momentum``, both at ``momentum_lr``): both rules
-  are derived for SGD, where the step is the learning rate times the mean gradient, so that scaling the rate
-  scales the drift and the noise of an epoch as the rule intends. Adam divides by the root of the second moment;
-  its step does not grow with the learning rate in that way, and an Adam rate times B/b = 8 is a different
-  optimizer, not the rule (for Adam the square-root rule is the one the SDE analysis of Malladi et al. 2022 gives);
+  are derived for SGD, whose step is the learning rate times the mean gradient, so that the rate times B/b keeps
+  an epoch's drift (Goyal et al.) and the rate times :math:`\sqrt{B/b}` the covariance of the step (Hoffer et
+  al.). Adam divides the gradient by the root of its second moment, which itself depends on the batch, so neither
+  derivation carries over (Malladi et al. 2022 derive a square-root rule for Adam from its SDE); an Adam rate 8x
+  larger would test a different optimizer, not the rule;
 * ``longer``: B for as many updates as SB makes (``epochs`` x B/b epochs): the regime adaptation of Hoffer et al.;
 * ``augmentation``: B, each batch image shifted by up to ``augment_shift`` pixels (:mod:`minisgd.data.augment`);
 * ``proximal``: B, each step ``proximal_steps`` Adam updates on the batch loss plus
   :math:`\frac{\rho}{2}\lVert\theta - \theta_t\rVert^2` (conservative training, Li et al. 2014);
 * ``noise``: B plus Gaussian noise with the covariance a batch of b has in excess of B (:mod:`minisgd.injection`),
-  for as many updates as SB makes. Per update it is then an SB step in distribution, so the pair ``longer`` /
+  for as many updates as SB makes. Per update it then has an SB step's mean and covariance, so the pair ``longer`` /
   ``noise`` (the same updates, without and with the noise) isolates what the noise does.
 
 Measures: train and test accuracy and loss on the full splits; the top Hessian eigenvalue (Lanczos) and Keskar's
