@@ -6,6 +6,7 @@ state, no GUI backend), and :func:`save` writes one to a PNG.
   :math:`\theta(\alpha) = \alpha\,\theta_{LB} + (1 - \alpha)\,\theta_{SB}`, one row per optimizer;
 * :func:`compare_regimes`: SB against LB for each optimizer, mean and std over seeds, one panel per measure;
 * :func:`versus_batch_size`: measures against the batch size (log2 axis), mean and std over seeds;
+* :func:`per_category`: one value per category (e.g. per remedy), mean and std over seeds, with reference lines;
 * :func:`spectrum_histograms`: full Hessian spectra overlaid (SB, LB), on a linear and on a log scale;
 * :func:`gauss_newton_vs_residual`: the ranked eigenvalues of the Hessian, its Gauss-Newton part and the residual;
 * :func:`outliers_vs_classes`: the number of outlier eigenvalues against the number of classes;
@@ -188,6 +189,39 @@ def versus_batch_size(batch_sizes, panels, title="Against the batch size", full_
     for ax in axes[len(items):]:
         ax.set_visible(False)
     fig.suptitle(title + (f"   (dotted line: full batch, N = {full_batch})" if full_batch else ""), fontsize=11)
+    return fig
+
+
+# ---- one value per category ------------------------------------------------------------------------------------
+
+def per_category(categories, panels, title="Per category"):
+    """One panel per entry of ``panels``: ``{title: {"ylabel": str, "log": bool, "values": {category: (S,)},
+    "colors": {category: color}, "references": {label: value}}}``, each category (in the order of
+    ``categories``, those a panel lacks left out) drawn as its mean over seeds with an error bar of one standard
+    deviation and every seed as a small dot beside it; each reference value as a dashed horizontal line."""
+    items = list(panels.items())
+    fig = Figure(figsize=(max(6.0, 0.7 * len(categories) + 1.5), 3.6 * len(items) + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(items), 1, squeeze=False)).ravel()
+    for ax, (name, spec) in zip(axes, items):
+        present = [c for c in categories if c in spec["values"]]
+        for i, category in enumerate(present):
+            v = np.asarray(spec["values"][category], float)
+            color = spec.get("colors", {}).get(category, "#444444")
+            mean, std = np.nanmean(v), (np.nanstd(v, ddof=1) if np.sum(np.isfinite(v)) > 1 else 0.0)
+            ax.errorbar([i], [mean], yerr=[std], fmt="o", markersize=6, capsize=5, color=color)
+            ax.plot(np.full(v.size, i + 0.15), v, ".", color=color, markersize=3, alpha=0.6)
+        for j, (label, value) in enumerate(spec.get("references", {}).items()):
+            ax.axhline(value, color=color_for(label, j + 2), linestyle="--", linewidth=1, label=label)
+        ax.set_xticks(np.arange(len(present)), present, rotation=30, ha="right", fontsize=9)
+        ax.set_xlim(-0.6, len(present) - 0.4)
+        ax.set_ylabel(spec["ylabel"])
+        if spec.get("log"):
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, axis="y", which="major", alpha=0.3)
+        if spec.get("references"):
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 

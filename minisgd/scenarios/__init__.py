@@ -133,7 +133,8 @@ def names():
 
 
 # each module builds its SCENARIO with the above
-from . import batch_sweep, keskar_mnist, noise_scaling, noise_temperature, spectrum, true_gradient  # noqa: E402
+from . import (batch_sweep, keskar_mnist, noise_scaling, noise_temperature, remedies, spectrum,  # noqa: E402
+               true_gradient)
 
-for _module in (keskar_mnist, batch_sweep, spectrum, noise_scaling, true_gradient, noise_temperature):
+for _module in (keskar_mnist, batch_sweep, spectrum, noise_scaling, true_gradient, noise_temperature, remedies):
     register(_module.SCENARIO)
