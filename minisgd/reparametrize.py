@@ -9,8 +9,8 @@ one, and with :math:`c_L = \prod_l \alpha_l = 1` the outputs are unchanged, for 
 .. math::  z_l' = \alpha_l W_l^T \sigma(z_{l-1}') + c_l b_l = c_l (W_l^T \sigma(z_{l-1}) + b_l) = c_l z_l.
 
 On the flat parameters this is a diagonal linear map :math:`\theta' = D\theta` (:math:`D = \alpha_l` on
-``W_l``, :math:`c_l` on ``b_l``), and :math:`f(D\theta) = f(\theta)` for every :math:`\theta` (``f`` any function of the
-outputs: the loss, the accuracy). The chain rule then says how the derivatives at :math:`\theta' = D\theta` follow
+``W_l``, :math:`c_l` on ``b_l``), and :math:`f(D\theta) = f(\theta)` for every :math:`\theta` (``f`` any function
+of the outputs: the loss, the accuracy). The chain rule then says how the derivatives at :math:`\theta' = D\theta` follow
 from those at :math:`\theta`:
 
 .. math::  \nabla f(\theta') = D^{-1} \nabla f(\theta), \qquad \nabla^2 f(\theta') = D^{-1}\, \nabla^2 f(\theta)\, D^{-1}.
