@@ -10,10 +10,11 @@ one, and with :math:`c_L = \prod_l \alpha_l = 1` the outputs are unchanged, for 
 
 On the flat parameters this is a diagonal linear map :math:`\theta' = D\theta` (:math:`D = \alpha_l` on
 ``W_l``, :math:`c_l` on ``b_l``), and :math:`f(D\theta) = f(\theta)` for every :math:`\theta` (``f`` any function
-of the outputs: the loss, the accuracy). The chain rule then says how the derivatives at :math:`\theta' = D\theta` follow
-from those at :math:`\theta`:
+of the outputs: the loss, the accuracy). The chain rule then says how the derivatives at :math:`\theta' = D\theta`
+follow from those at :math:`\theta`:
 
-.. math::  \nabla f(\theta') = D^{-1} \nabla f(\theta), \qquad \nabla^2 f(\theta') = D^{-1}\, \nabla^2 f(\theta)\, D^{-1}.
+.. math::  \nabla f(\theta') = D^{-1} \nabla f(\theta), \qquad
+           \nabla^2 f(\theta') = D^{-1}\, \nabla^2 f(\theta)\, D^{-1}.
 
 So the Hessian's top eigenvalue, its trace and Keskar's epsilon-sharpness change (by :math:`\alpha^2` and more)
 while the function, and so every measure of generalization, stays the same. By Ostrowski's theorem (Horn & Johnson,
