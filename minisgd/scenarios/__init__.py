@@ -132,7 +132,7 @@ def names():
     return list(SCENARIOS)
 
 
-from . import batch_sweep, keskar_mnist, spectrum  # noqa: E402 (each module builds its SCENARIO with the above)
+from . import batch_sweep, keskar_mnist, reparametrization, spectrum  # noqa: E402 (each builds its SCENARIO above)
 
-for _module in (keskar_mnist, batch_sweep, spectrum):
+for _module in (keskar_mnist, batch_sweep, spectrum, reparametrization):
     register(_module.SCENARIO)
