@@ -132,7 +132,7 @@ def names():
     return list(SCENARIOS)
 
 
-from . import batch_sweep, keskar_mnist, reparametrization, spectrum  # noqa: E402 (each builds its SCENARIO above)
+from . import batch_sweep, flatness_measures, keskar_mnist, reparametrization, spectrum  # noqa: E402 (SCENARIO above)
 
-for _module in (keskar_mnist, batch_sweep, spectrum, reparametrization):
+for _module in (keskar_mnist, batch_sweep, spectrum, reparametrization, flatness_measures):
     register(_module.SCENARIO)
