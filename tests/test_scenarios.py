@@ -19,7 +19,8 @@ needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
 # ---- registry and configs ---------------------------------------------------------------------------------------
 
 def test_registry():
-    assert scenarios.names() == ["keskar-mnist", "batch-sweep", "spectrum", "reparametrization"]
+    assert scenarios.names() == ["keskar-mnist", "batch-sweep", "spectrum", "reparametrization",
+                                 "flatness-measures"]
     assert scenarios.get("keskar_mnist") is keskar_mnist.SCENARIO
     with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum"):
         scenarios.get("nope")
@@ -27,7 +28,8 @@ def test_registry():
         scenarios.register(scenarios.Scenario(**{**spectrum.SCENARIO.__dict__, "description": "another"}))
 
 
-@pytest.mark.parametrize("name", ["keskar-mnist", "batch-sweep", "spectrum", "reparametrization"])
+@pytest.mark.parametrize("name", ["keskar-mnist", "batch-sweep", "spectrum", "reparametrization",
+                                  "flatness-measures"])
 def test_configs_and_grids(name):
     sc = scenarios.get(name)
     full, quick = sc.config(), sc.config(quick=True)
