@@ -166,13 +166,13 @@ def versus_batch_size(batch_sizes, panels, title="Against the batch size", full_
     return fig
 
 
-def versus_log_x(x, panels, title, xlabel, base=10, mark=None):
+def versus_log_x(x, panels, title, xlabel, base=10, mark=None, cols=3):
     """One panel per entry of ``panels`` (as :func:`versus_batch_size` takes them, plus an optional ``"ylim"``)
     over ``x: (n,)`` on a log x axis of ``base``: mean with error bars of one std over seeds; ``mark`` draws a
-    dotted vertical line there."""
+    dotted vertical line there; ``cols`` panels a row."""
     x = np.asarray(x, dtype=float)
     items = list(panels.items())
-    cols = min(3, len(items))
+    cols = min(cols, len(items))
     rows = -(-len(items) // cols)
     fig = Figure(figsize=(3.8 * cols + 0.6, 3.3 * rows + 0.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()

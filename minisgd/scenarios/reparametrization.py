@@ -238,7 +238,7 @@ def figures(config, records):
         f"invariant in theory ({len(records)} nets)": {
             "ylabel": "measure / measure at α = 1", "log": True, "ylim": ylim,
             "series": {LABELS[k]: ratios[k] for k in KEYS if INVARIANT[k]}},
-        "λ_max(H) of SB and LB (each the same function at every α)": {
+        "λ_max(H), SB and LB nets (same functions at every α)": {
             "ylabel": "λ_max (loss / parameter²)", "log": True,
             "series": {regime.upper(): _stack(records, "top_eigenvalue", regime) for regime in REGIMES}},
         "the function: max |Δ output| over train and test": {
@@ -247,8 +247,8 @@ def figures(config, records):
     }
     arch = "-".join(map(str, [28 * 28 // config.pool ** 2, *config.hidden, 10]))
     fig = versus_log_x(alphas, panels, xlabel=f"α (W{config.layers[0]} × α, W{config.layers[1]} / α)", mark=1.0,
-                       title=f"The same function, rescaled: MNIST {config.n_train} images, {arch} "
-                             f"{config.activation}, SB and LB nets")
+                       cols=2, title=f"The same function, rescaled: MNIST {config.n_train} images, {arch} "
+                                     f"{config.activation}, SB and LB nets")
     return {"reparametrization": fig}
 
 
