@@ -20,7 +20,7 @@ import io
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 DPI = 110  # PNG resolution: readable at page width, files of 50-200 KB
 SB_COLOR, LB_COLOR = "#1f77b4", "#d62728"
@@ -218,6 +218,7 @@ def scatter_panels(panels, ylabel, title, group_label="B"):
             ax.scatter(x[pick], y[pick], s=16, color=PALETTE[i % len(PALETTE)], label=f"{group_label} = {g}")
         if spec.get("log"):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
         ax.set_xlabel(spec.get("xlabel", name), fontsize=9)
         ax.set_ylabel(ylabel, fontsize=9)
         ax.set_title(name, fontsize=9)

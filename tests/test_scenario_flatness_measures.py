@@ -91,7 +91,7 @@ def test_config_checks():
     with pytest.raises(ValueError, match="<= n_train"):
         fm.SCENARIO.config(batch_sizes=(32, 4096))
     config = fm.SCENARIO.config()
-    assert len(fm.grid(config)) == len(config.batch_sizes) * len(config.lrs) * config.seeds == 27
+    assert len(fm.grid(config)) == len(config.batch_sizes) * len(config.lrs) * config.seeds == 75
 
 
 @pytest.fixture(scope="module")
