@@ -6,7 +6,10 @@ state, no GUI backend), and :func:`save` writes one to a PNG.
   :math:`\theta(\alpha) = \alpha\,\theta_{LB} + (1 - \alpha)\,\theta_{SB}`, one row per optimizer;
 * :func:`compare_regimes`: SB against LB for each optimizer, mean and std over seeds, one panel per measure;
 * :func:`versus_batch_size`: measures against the batch size (log2 axis), mean and std over seeds;
+  :func:`versus_log_x` the same against any positive quantity (e.g. a rescaling factor);
 * :func:`per_category`: one value per category (e.g. per remedy), mean and std over seeds, with reference lines;
+* :func:`scatter_panels`: one scatter per measure, points colored by group (e.g. generalization gap against
+  sharpness, by batch size);
 * :func:`spectrum_histograms`: full Hessian spectra overlaid (SB, LB), on a linear and on a log scale;
 * :func:`gauss_newton_vs_residual`: the ranked eigenvalues of the Hessian, its Gauss-Newton part and the residual;
 * :func:`outliers_vs_classes`: the number of outlier eigenvalues against the number of classes;
@@ -165,30 +168,70 @@ def versus_batch_size(batch_sizes, panels, title="Against the batch size", full_
     """One panel per entry of ``panels``: ``{title: {"ylabel": str, "log": bool, "series": {label: (S, n) or
     (n,)}}}`` over ``batch_sizes: (n,)``, drawn as mean with error bars of one std over seeds, on a log2 x axis.
     ``full_batch`` marks the training-set size."""
-    b = np.asarray(batch_sizes, dtype=float)
+    fig = versus_log_x(batch_sizes, panels, title + (f"   (dotted line: full batch, N = {full_batch})"
+                                                     if full_batch else ""),
+                       xlabel="batch size B (examples, log2 scale)", base=2, mark=full_batch)
+    for ax in fig.axes:
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}" if v >= 1 else f"{v:g}"))
+        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    return fig
+
+
+def versus_log_x(x, panels, title, xlabel, base=10, mark=None, cols=3):
+    """One panel per entry of ``panels`` (as :func:`versus_batch_size` takes them, plus an optional ``"ylim"``)
+    over ``x: (n,)`` on a log x axis of ``base``: mean with error bars of one std over seeds; ``mark`` draws a
+    dotted vertical line there; ``cols`` panels a row."""
+    x = np.asarray(x, dtype=float)
     items = list(panels.items())
-    fig, axes = panel_grid(len(items), 3.8, 3.3)
+    fig, axes = panel_grid(len(items), 3.8, 3.3, columns=cols)
     for ax, (name, spec) in zip(axes, items):
         for i, (label, values) in enumerate(spec["series"].items()):
             mean, std, n = _mean_std(values)
-            ax.errorbar(b, mean, yerr=std if n > 1 else None, marker="o", markersize=4, capsize=3,
+            ax.errorbar(x, mean, yerr=std if n > 1 else None, marker="o", markersize=4, capsize=3,
                         color=PALETTE[i % len(PALETTE)], label=label + (f" ({n} seeds)" if n > 1 else ""))
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(LogLocator(base=2))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}" if v >= 1 else f"{v:g}"))
-        ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+        ax.set_xscale("log", base=base)
+        ax.xaxis.set_major_locator(LogLocator(base=base))
         if spec.get("log"):
             ax.set_yscale("log")
-        if full_batch is not None:
-            ax.axvline(full_batch, color="#888888", linestyle=":", linewidth=1)
-        ax.set_xlabel("batch size B (examples, log2 scale)")
+        if spec.get("ylim"):
+            ax.set_ylim(*spec["ylim"])
+        if mark is not None:
+            ax.axvline(mark, color="#888888", linestyle=":", linewidth=1)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(spec["ylabel"])
         ax.set_title(name, fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
     for ax in axes[len(items):]:
         ax.set_visible(False)
-    fig.suptitle(title + (f"   (dotted line: full batch, N = {full_batch})" if full_batch else ""), fontsize=11)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def scatter_panels(panels, ylabel, title, group_label="B"):
+    """One scatter per entry of ``panels``: ``{title: {"x": (n,), "y": (n,), "groups": (n,), "log": bool}}``, the
+    points colored by their group (e.g. the batch size), one legend entry per group; ``log`` puts x on a log
+    scale (only positive values are then drawn)."""
+    items = list(panels.items())
+    fig, axes = panel_grid(len(items), 3.5, 3.1, columns=4)
+    for ax, (name, spec) in zip(axes, items):
+        x, y, groups = (np.asarray(spec[k]) for k in ("x", "y", "groups"))
+        for i, g in enumerate(sorted(set(groups.tolist()))):
+            pick = groups == g
+            if spec.get("log"):
+                pick &= x > 0
+            ax.scatter(x[pick], y[pick], s=16, color=PALETTE[i % len(PALETTE)], label=f"{group_label} = {g}")
+        if spec.get("log"):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide within a decade
+        ax.set_xlabel(spec.get("xlabel", name), fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_title(name, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    for ax in axes[len(items):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
     return fig
 
 

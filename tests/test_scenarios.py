@@ -20,7 +20,7 @@ needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
 
 def test_registry():
     assert scenarios.names() == ["keskar-mnist", "batch-sweep", "spectrum", "noise-scaling", "true-gradient",
-                                 "noise-temperature", "remedies"]
+                                 "noise-temperature", "remedies", "reparametrization", "flatness-measures"]
     assert scenarios.get("keskar_mnist") is keskar_mnist.SCENARIO
     with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum"):
         scenarios.get("nope")

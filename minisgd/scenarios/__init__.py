@@ -133,8 +133,9 @@ def names():
 
 
 # each module builds its SCENARIO with the above
-from . import (batch_sweep, keskar_mnist, noise_scaling, noise_temperature, remedies, spectrum,  # noqa: E402
-               true_gradient)
+from . import (batch_sweep, flatness_measures, keskar_mnist, noise_scaling, noise_temperature,  # noqa: E402
+               remedies, reparametrization, spectrum, true_gradient)
 
-for _module in (keskar_mnist, batch_sweep, spectrum, noise_scaling, true_gradient, noise_temperature, remedies):
+for _module in (keskar_mnist, batch_sweep, spectrum, noise_scaling, true_gradient, noise_temperature, remedies,
+                reparametrization, flatness_measures):
     register(_module.SCENARIO)

@@ -70,12 +70,14 @@ def mean_std(values):
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def pm(values, scale=1.0, digits=2):
-    """``"m ± s"`` of ``values * scale``, e.g. ``pm(accs, 100)`` for percentages."""
+def pm(values, scale=1.0, digits=2, significant=False):
+    """``"m ± s"`` of ``values * scale``, e.g. ``pm(accs, 100)`` for percentages; ``digits`` decimals, or
+    significant digits with ``significant=True`` (for values that span decades)."""
     m, s = mean_std(np.asarray(values, float) * scale)
     if not np.isfinite(m):
         return "n/a"
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    kind = "g" if significant else "f"
+    return f"{m:.{digits}{kind}} ± {s:.{digits}{kind}}"
 
 
 def fmt(value, digits=3):
