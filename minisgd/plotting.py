@@ -419,6 +419,9 @@ def measured_vs_predicted(panels, title):
     for ax in axes[len(items):]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=11)
+    return fig
+
+
 # ---- against the temperature eta / B ------------------------------------------------------------------------
 
 def versus_temperature(temperatures, batch_sizes, panels, flagged=None, title="Against the temperature η/B"):

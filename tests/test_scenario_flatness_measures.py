@@ -4,19 +4,14 @@ positive generalization gaps, the scores recomputed from the records by brute fo
 makes reliable: at equal training loss and learning rate, the larger batch ends sharper (lambda_max), in every seed."""
 import itertools
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minisgd import scenarios, sweep
 from minisgd.scenarios import flatness_measures as fm
 from minisgd.scenarios.measures import KEYS
 
-DATA_ROOT = Path(os.environ.get("MINISGD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
-                                 reason=f"MNIST not found in {DATA_ROOT / 'mnist'} (set MINISGD_DATA)")
+from test_scenarios import needs_mnist, quick_sweep
 
 
 def brute_force_tau_b(x, y):
@@ -96,13 +91,8 @@ def test_config_checks():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINISGD_DATA", str(DATA_ROOT))
-        mp.setenv("MINISGD_OFFLINE", "1")
-        with sweep.process_pool(2, threads=1) as pool:
-            sc = scenarios.get("flatness-measures")
-            config = sc.config(quick=True)
-            yield config, sweep.run_sweep(sc, config, tmp_path_factory.mktemp("flatness"), executor=pool)
+    with quick_sweep("flatness-measures", tmp_path_factory.mktemp("flatness-measures")) as run:
+        yield run
 
 
 @needs_mnist

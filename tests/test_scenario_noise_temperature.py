@@ -2,8 +2,6 @@
 (Jastrzebski et al. 2017, Smith and Le 2018): the sharpness falls as the temperature eta / B (1 - B/N) rises, at
 every batch size, and at one temperature the batch size barely matters. MNIST comes from $MINISGD_DATA."""
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,7 @@ from minisgd import scenarios, sweep
 from minisgd.scenarios import noise_temperature as nt
 from minisgd.temperature import sde_temperature
 
-DATA_ROOT = Path(os.environ.get("MINISGD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
-                                 reason=f"MNIST not found in {DATA_ROOT / 'mnist'} (set MINISGD_DATA)")
+from test_scenarios import needs_mnist, quick_sweep
 
 
 def test_grid_and_full_mode():
@@ -52,15 +48,8 @@ def test_flags():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """The --quick sweep on 2 worker processes with one BLAS thread each, as `minisgd run --jobs 2`."""
-    sc = scenarios.get("noise-temperature")
-    config = sc.config(quick=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINISGD_DATA", str(DATA_ROOT))
-        mp.setenv("MINISGD_OFFLINE", "1")
-        with sweep.process_pool(2, threads=1) as pool:
-            report = sweep.run_sweep(sc, config, tmp_path_factory.mktemp("noise-temperature"), executor=pool)
-    return config, report
+    with quick_sweep("noise-temperature", tmp_path_factory.mktemp("noise-temperature")) as run:
+        yield run
 
 
 @needs_mnist

@@ -12,12 +12,11 @@ import math
 import numpy as np
 import pytest
 
-from minisgd import scenarios, sweep
 from minisgd.scenarios import remedies
 from minisgd.scenarios.common import pm
 from minisgd.schedules import GeometricBatch, WarmStartBatch, Warmup
 
-from test_scenarios import DATA_ROOT, _check_run_folder, needs_mnist
+from test_scenarios import _check_run_folder, needs_mnist, quick_sweep
 
 
 def point(run, **overrides):
@@ -92,13 +91,8 @@ def test_gap_closed_is_paired_by_seed():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINISGD_DATA", str(DATA_ROOT))
-        mp.setenv("MINISGD_OFFLINE", "1")
-        with sweep.process_pool(2, threads=1) as pool:
-            sc = scenarios.get("remedies")
-            config = sc.config(quick=True)
-            yield config, sweep.run_sweep(sc, config, tmp_path_factory.mktemp("remedies"), executor=pool)
+    with quick_sweep("remedies", tmp_path_factory.mktemp("remedies")) as run:
+        yield run
 
 
 @needs_mnist

@@ -2,19 +2,14 @@
 same function (outputs to 1e-12 of their size, identical accuracy), lambda_max moves by more than 100x across
 alpha = 1e-3 .. 1e3 and stays within Ostrowski's bounds, the trace follows tr(D^-1 H D^-1) exactly, and the
 measures that are invariant in theory move by less than INVARIANCE_RTOL (1e-6) while the others move by decades."""
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minisgd import scenarios, sweep
 from minisgd.scenarios import reparametrization as rp
 from minisgd.scenarios.measures import INVARIANT, KEYS
 
-DATA_ROOT = Path(os.environ.get("MINISGD_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
-                                 reason=f"MNIST not found in {DATA_ROOT / 'mnist'} (set MINISGD_DATA)")
+from test_scenarios import needs_mnist, quick_sweep
 
 
 def test_config_checks():
@@ -33,13 +28,8 @@ def test_verdict():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINISGD_DATA", str(DATA_ROOT))
-        mp.setenv("MINISGD_OFFLINE", "1")
-        with sweep.process_pool(2, threads=1) as pool:
-            sc = scenarios.get("reparametrization")
-            config = sc.config(quick=True)
-            yield config, sweep.run_sweep(sc, config, tmp_path_factory.mktemp("reparametrization"), executor=pool)
+    with quick_sweep("reparametrization", tmp_path_factory.mktemp("reparametrization")) as run:
+        yield run
 
 
 @needs_mnist

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-from .. import MLP, TrainConfig, train
+from .. import TrainConfig, train
 from ..landscape import evaluate
 from . import Scenario
-from .common import arrays, markdown_table, mean_std, mnist, pm, where
+from .common import markdown_table, mean_std, mnist_network, pm, where
 from .measures import INVARIANT, KEYS, LABELS, sharpness_measures
 
 HYPERPARAMETERS = ("batch_size", "lr")  # what Psi averages over
@@ -73,10 +73,7 @@ def grid(config):
 def run_point(point):
     """Train to the target loss; the generalization gap and every sharpness measure at the end."""
     p = point
-    ds = mnist(n_train=p["n_train"], pool=p["pool"])
-    X, y, Xt, yt = arrays(ds, "float64", p["device"])
-    net = MLP([ds.input_dim, *p["hidden"], ds.num_classes], activation=p["activation"], loss="cross_entropy")
-    theta0 = net.init(seed=p["seed"], scheme="he", device=p["device"])
+    net, theta0, (X, y, Xt, yt) = mnist_network(p, init="he")
     full = p["batch_size"] >= X.shape[0]
     cfg = TrainConfig(optimizer="momentum", lr=p["lr"], momentum=p["momentum"],
                       batch_size=p["batch_size"], sampling="full" if full else "shuffle", epochs=p["epochs"],

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import MLP, DivergenceError, TrainConfig, train
+from .. import DivergenceError, TrainConfig, train
 from ..landscape import evaluate
 from ..spectrum import hessian_trace, top_eigenvalues
 from ..temperature import lr_for_temperature, sde_temperature, steps_for_time, variance_fractions
 from . import Scenario
-from .common import arrays, markdown_table, mean_std, mnist, pm
+from .common import markdown_table, mean_std, mnist_network, pm
 
 PROTOCOLS = ("time", "epochs")
 # the measures compared across the grid: (result key, label, scale, compared on a log scale)
@@ -92,11 +92,8 @@ def grid(config):
 def run_point(point):
     """Train with plain SGD at the point's temperature and batch size for its budget; measure at the end."""
     p = point
-    ds = mnist(n_train=p["n_train"], pool=p["pool"])
-    X, y, Xt, yt = arrays(ds, p["dtype"], p["device"])
+    net, theta0, (X, y, Xt, yt) = mnist_network(p)
     N, B = X.shape[0], p["batch_size"]
-    net = MLP([ds.input_dim, *p["hidden"], ds.num_classes], activation=p["activation"], loss="cross_entropy")
-    theta0 = net.init(seed=p["seed"], scheme=p["init"], dtype=p["dtype"], device=p["device"])
     lr = lr_for_temperature(p["temperature"], B, N)
     budget = ({"max_steps": steps_for_time(p["time"], lr)} if p["protocol"] == "time" else {"epochs": p["epochs"]})
     cfg = TrainConfig(optimizer="sgd", lr=lr, batch_size=B, sampling="shuffle", eval_every=None, seed=p["seed"],

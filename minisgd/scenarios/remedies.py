@@ -42,12 +42,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
-from .. import MLP, TrainConfig, planned_steps, train
+from .. import TrainConfig, planned_steps, train
 from ..schedules import GeometricBatch, WarmStartBatch, Warmup
 from ..sharpness import epsilon_sharpness
 from ..spectrum import top_eigenvalues
 from . import Scenario
-from .common import arrays, markdown_table, mean_std, mnist, pm, subset_indices, take, where
+from .common import markdown_table, mnist_network, pm, subset_indices, take, where
 
 REMEDIES = ("warm-start", "dynamic-sampling", "lr-linear", "lr-sqrt", "longer", "augmentation", "proximal", "noise")
 MOMENTUM_RUNS = ("sb-momentum", "lb-momentum", "lr-linear", "lr-sqrt")
@@ -145,10 +145,7 @@ def train_config(p, num_train):
 def run_point(point):
     """Train one run from the seed's initial parameters; measure accuracy, loss and sharpness."""
     p = point
-    ds = mnist(n_train=p["n_train"], pool=p["pool"])
-    X, y, Xt, yt = arrays(ds, p["dtype"], p["device"])
-    net = MLP([ds.input_dim, *p["hidden"], ds.num_classes], activation=p["activation"], loss="cross_entropy")
-    theta0 = net.init(seed=p["seed"], scheme=p["init"], dtype=p["dtype"], device=p["device"])
+    net, theta0, (X, y, Xt, yt) = mnist_network(p)
     cfg = train_config(p, X.shape[0])
     result = train(net, theta0, (X, y, Xt, yt), cfg, progress=False)
     h = result.history

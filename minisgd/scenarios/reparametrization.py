@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import MLP, TrainConfig, train
+from .. import TrainConfig, train
 from ..landscape import evaluate
 from ..reparametrize import POSITIVELY_HOMOGENEOUS, opposite_factors, rescaling
 from . import Scenario
-from .common import arrays, host, markdown_table, mnist, pm, where
+from .common import host, markdown_table, mnist_network, pm, where
 from .measures import INVARIANT, KEYS, LABELS, sharpness_measures
 
 REGIMES = ("sb", "lb")
@@ -76,10 +76,7 @@ def grid(config):
 def run_point(point):
     """Train once; then, for each alpha, the rescaled net's outputs, losses, accuracies and sharpness measures."""
     p = point
-    ds = mnist(n_train=p["n_train"], pool=p["pool"])
-    X, y, Xt, yt = arrays(ds, "float64", p["device"])
-    net = MLP([ds.input_dim, *p["hidden"], ds.num_classes], activation=p["activation"], loss="cross_entropy")
-    theta0 = net.init(seed=p["seed"], scheme="he", device=p["device"])
+    net, theta0, (X, y, Xt, yt) = mnist_network(p, init="he")
     cfg = TrainConfig(optimizer="adam", lr=p["lr"], batch_size=p["batch_size"], epochs=p["epochs"],
                       target_loss=p["target_loss"], eval_every=1, seed=p["seed"], log_grad_norm=False)
     result = train(net, theta0, (X, y), cfg, progress=False)
