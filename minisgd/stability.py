@@ -167,6 +167,28 @@ def per_example_hessians(net, theta, X, y):
                      for i in range(X.shape[0])])
 
 
+def curved_subspace(Hs, rtol=FLAT_RTOL):
+    r"""``(Hs_c: (N, k, k), U: (P, k))``: the per-example Hessians restricted to the k eigen-directions of their
+    mean H with :math:`\lambda_i >` ``rtol`` x :math:`\lambda_{max}`, :math:`H_{c,i} = U^T H_i U`.
+
+    Exact for the SGD dynamics when every :math:`H_i` vanishes on the rest (true when all :math:`H_i \succeq 0`,
+    as at an interpolating minimum of the MSE, where :math:`H_i = J_i^T J_i`): there x is not moved at all, the
+    operator T is 1 on those directions, and the curved block alone decides growth or decay. There
+    :math:`k \le N K`, so an over-parameterized net (P >> N K) gets a small operator. An error if some
+    :math:`H_i` does not vanish on the flat directions (relative to ``max |H_i|``, tolerance 1e-8)."""
+    Hs = _checked_symmetric(Hs, "Hs")
+    lambdas, U = np.linalg.eigh(Hs.mean(axis=0))
+    curved = lambdas > rtol * max(lambdas[-1], 0.0)
+    flat = U[:, ~curved]
+    leak = np.max(np.abs(Hs @ flat), initial=0.0)
+    if leak > 1e-8 * np.max(np.abs(Hs)):
+        raise ValueError(f"the per-example Hessians do not vanish on the flat directions of their mean (max |H_i u| "
+                         f"= {leak:.3g}): restricting to the curved subspace would not be exact here (a non-PSD "
+                         "H_i, or not a minimum); use the full operator")
+    Uc = U[:, curved]
+    return np.einsum("pi,npq,qj->nij", Uc, Hs, Uc), Uc
+
+
 def batch_variance_factor(N, B, replacement):
     r"""``c_B``: :math:`\mathrm{Cov}` of a mean of B of N items over the population covariance (1/N):
     :math:`1/B` with replacement, :math:`(N - B) / (B (N - 1))` without (zero for B = N)."""

@@ -134,6 +134,23 @@ def test_threshold_keeps_flat_directions_out(rng):
     assert st.sgd_radius(Hs, eta * (1 + 1e-6), 2) > 1
 
 
+def test_curved_subspace_is_exact_when_the_examples_share_the_flat_directions(rng):
+    P, k = 5, 3
+    Q, _ = np.linalg.qr(rng.standard_normal((P, P)))
+    small = random_psd_hessians(rng, 8, k)
+    Hs = np.einsum("ia,nab,jb->nij", Q[:, :k], small, Q[:, :k])  # (8, 5, 5): curved only in span Q[:, :3]
+    Hc, U = st.curved_subspace(Hs)
+    assert Hc.shape == (8, k, k) and U.shape == (P, k)
+    eta = st.sgd_threshold(Hs, 2)
+    assert st.sgd_threshold(Hc, 2) == pytest.approx(eta, rel=1e-10)
+    for r in (0.5, 0.9, 1.1, 2.0):
+        # the flat directions contribute the factor 1 (and the cross terms |1 - eta lambda_i| <= sqrt(rho_c))
+        assert st.sgd_radius(Hs, r * eta, 2) == pytest.approx(max(st.sgd_radius(Hc, r * eta, 2), 1.0), rel=1e-10)
+    leaky = Hs + 1e-3 * np.eye(P)[None] * (np.arange(8) % 2 * 2 - 1)[:, None, None]  # mean unchanged, H_i not
+    with pytest.raises(ValueError, match="do not vanish on the flat directions"):
+        st.curved_subspace(leaky)
+
+
 def test_wu_condition_is_exact_in_one_dimension(rng):
     N = 9
     h = rng.uniform(0.0, 2.0, N)

@@ -132,7 +132,7 @@ def names():
     return list(SCENARIOS)
 
 
-from . import batch_sweep, keskar_mnist, spectrum  # noqa: E402 (each module builds its SCENARIO with the above)
+from . import batch_sweep, keskar_mnist, spectrum, stability  # noqa: E402 (each module builds its SCENARIO with the above)
 
-for _module in (keskar_mnist, batch_sweep, spectrum):
+for _module in (keskar_mnist, batch_sweep, spectrum, stability):
     register(_module.SCENARIO)
