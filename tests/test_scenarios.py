@@ -19,15 +19,15 @@ needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
 # ---- registry and configs ---------------------------------------------------------------------------------------
 
 def test_registry():
-    assert scenarios.names() == ["keskar-mnist", "batch-sweep", "spectrum"]
+    assert scenarios.names() == ["keskar-mnist", "batch-sweep", "spectrum", "stability"]
     assert scenarios.get("keskar_mnist") is keskar_mnist.SCENARIO
-    with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum"):
+    with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum, stability"):
         scenarios.get("nope")
     with pytest.raises(ValueError, match="already registered"):
         scenarios.register(scenarios.Scenario(**{**spectrum.SCENARIO.__dict__, "description": "another"}))
 
 
-@pytest.mark.parametrize("name", ["keskar-mnist", "batch-sweep", "spectrum"])
+@pytest.mark.parametrize("name", ["keskar-mnist", "batch-sweep", "spectrum", "stability"])
 def test_configs_and_grids(name):
     sc = scenarios.get(name)
     full, quick = sc.config(), sc.config(quick=True)
