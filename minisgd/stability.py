@@ -43,7 +43,10 @@ Wu et al. summarize the minimum by its sharpness :math:`a = \lambda_{max}(H)` an
 * P > 1: :math:`a \le 2/\eta` is necessary (the mean :math:`E x_t = (I - \eta H)^t x_0` must not grow, and
   :math:`E|x_t|^2 \ge |E x_t|^2`); :math:`\lambda_{max}\big((I - \eta H)^2 + \eta^2 c_B \Sigma\big) \le 1` is
   sufficient (it says :math:`E|x_{t+1}|^2 \le |x_t|^2` for every :math:`x_t`; :math:`(I - \eta H)^2 +
-  \eta^2 c_B \Sigma = E[(I - \eta H_{\mathcal B})^2]`). Neither is exact; :func:`sgd_radius` is.
+  \eta^2 c_B \Sigma = E[(I - \eta H_{\mathcal B})^2]`). Neither is exact; :func:`sgd_radius` is. The
+  non-uniformity bound :math:`s \le 1/(\eta\sqrt{c_B})` that the 1-D condition implies is *not* necessary in
+  P > 1, and Wu et al.'s (a, s) expression is neither necessary nor sufficient: at the exact threshold of random
+  PSD examples it lies on both sides of 1 and :math:`\eta^2 c_B s^2` reaches 1.2 (tests/test_stability.py).
 
 Shapes: ``H: (P, P)``, ``Hs: (N, P, P)`` per-example Hessians, ``x0: (P,)``; T is ``(P^2, P^2)``, so the SGD
 routines are for small P (about 100 at most: 8 P^4 bytes); :func:`check_operator_fits` says so before allocating.

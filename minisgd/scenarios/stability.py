@@ -117,9 +117,10 @@ def _minimizer(net, theta, X, y, tol=1e-13, max_iter=200):
     return theta, float(np.linalg.norm(g))
 
 
-def _tracked_gd(net, theta0, X, y, cfg, probe):
-    """``probe(theta) -> float`` at every step of ``train(net, theta0, (X, y), cfg)``; stops when it returns
-    NaN (the run has left the region of interest). Returns the values ``(T + 1,)``."""
+def _probed_run(net, theta0, X, y, cfg, probe):
+    """``probe(theta) -> float`` at steps 0 .. T of ``train(net, theta0, (X, y), cfg)``; the run stops early at
+    the first step where it returns NaN (theta has left the region of interest). Returns the finite values,
+    ``(T + 1,)`` or fewer when stopped."""
     def measure(net_, theta, data, step):
         value = probe(theta)
         if not np.isfinite(value):
@@ -161,7 +162,7 @@ def _thresholds(p):
         model = st.gd_on_quadratic(H, delta * u1, eta, p["gd_steps"]) @ u1  # (T + 1,) top component
         cfg = TrainConfig(optimizer="sgd", lr=eta, sampling="full", max_steps=p["gd_steps"], eval_every=None,
                           log_grad_norm=False, divergence_factor=None)
-        top = _tracked_gd(net, theta_star + delta * u1, X, y, cfg,
+        top = _probed_run(net, theta_star + delta * u1, X, y, cfg,
                           lambda th: float(u1 @ (th - theta_star)) if np.linalg.norm(th - theta_star) < 1e3 * delta
                           else float("nan"))
         gd.append({"ratio": r, "eta": eta, "predicted": abs(1 - eta * lam), "model_rate": _window_rate(model, delta),
@@ -188,7 +189,7 @@ def _thresholds(p):
                 cfg = TrainConfig(optimizer="sgd", lr=eta, sampling="replacement", batch_size=B,
                                   max_steps=p["sgd_steps"], eval_every=None, log_grad_norm=False,
                                   divergence_factor=None, seed=1000 * p["seed"] + run)
-                norms = _tracked_gd(net, theta_star + delta * u / np.linalg.norm(u), X, y, cfg, curved_part)
+                norms = _probed_run(net, theta_star + delta * u / np.linalg.norm(u), X, y, cfg, curved_part)
                 escaped += len(norms) - 1 < p["sgd_steps"]
                 rates.append(st.growth_rate(norms))
             sgd.append({"B": B, "ratio": r, "eta": eta, "eta_star_B": eta_B,
