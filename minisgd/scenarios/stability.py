@@ -307,7 +307,7 @@ def figures(config, records):
     if thr:
         res = thr[0]["result"]
         figs["thresholds"] = step_size_thresholds(
-            {f"η = {g['ratio']:g} η*": {"model": np.abs(g["model_top"]) / config.delta,
+            {f"η = {g['ratio']:g} η*": {"model": np.abs(g["model_top"][:len(g["net_top"])]) / config.delta,
                                         "network": np.abs(g["net_top"]) / config.delta} for g in res["gd"]},
             batch_sizes=[s["B"] for s in res["sgd"] if s["ratio"] == res["sgd"][0]["ratio"]],
             sgd_thresholds=[s["eta_star_B"] for s in res["sgd"] if s["ratio"] == res["sgd"][0]["ratio"]],
