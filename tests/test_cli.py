@@ -26,7 +26,7 @@ def offline_mnist(monkeypatch):
 def test_list(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [ln.split()[0] for ln in lines] == ["keskar-mnist", "batch-sweep", "spectrum"]
+    assert [ln.split()[0] for ln in lines] == ["keskar-mnist", "batch-sweep", "spectrum", "stability"]
     assert "[10 points; --quick: 4]" in lines[0]
 
 
