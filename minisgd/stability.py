@@ -195,11 +195,11 @@ def curved_subspace(Hs, rtol=FLAT_RTOL):
 def batch_variance_factor(N, B, replacement):
     r"""``c_B``: :math:`\mathrm{Cov}` of a mean of B of N items over the population covariance (1/N):
     :math:`1/B` with replacement, :math:`(N - B) / (B (N - 1))` without (zero for B = N)."""
-    B = _checked_batch(B, N) if not replacement else int(B)
-    if replacement and B < 1:
-        raise ValueError(f"the batch size B must be >= 1, got {B!r}")
-    if replacement:
-        return 1.0 / B
+    if replacement:  # B draws with replacement: any B >= 1, even above N
+        if int(B) != B or B < 1:
+            raise ValueError(f"the batch size B must be an integer >= 1, got {B!r}")
+        return 1.0 / int(B)
+    B = _checked_batch(B, N)
     return (N - B) / (B * (N - 1)) if N > 1 else 0.0
 
 
