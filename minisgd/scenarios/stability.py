@@ -5,7 +5,7 @@ Two kinds of points.
 **thresholds** (one per seed): a teacher-student regression problem with no label noise (d = 4 Gaussian inputs,
 a 4-3-1 tanh teacher), N = 16 examples and a 4-5-1 tanh student (P = 31 > N, so it interpolates), MSE loss,
 trained to a true global minimizer :math:`\theta^*` (Adam, then Levenberg-Marquardt to a gradient norm of about
-1e-13). There the loss is exactly quadratic to second order, with Hessian H (exact), :math:`\lambda_{max}` and
+1e-13). There the loss is its quadratic model up to third-order terms, with Hessian H (exact), :math:`\lambda_{max}` and
 GD's threshold :math:`\eta^* = 2/\lambda_{max}` (:mod:`minisgd.stability`).
 
 * GD with :math:`\eta = r\,\eta^*`, r in ``ratios``: on the quadratic model from :math:`\delta u_1` (top
@@ -42,7 +42,8 @@ METHODS = ("gd", "sgd")
 
 @dataclass(frozen=True)
 class Config:
-    """stability; the defaults are the full-size run (a few minutes with --jobs 2 on 2 cores)."""
+    """stability; the defaults are the full-size run (30 min with --jobs 1 on the shared 2-core machine under a
+    load of 8-14, 2 seeds; the edge-of-stability GD points are most of it)."""
 
     # thresholds: the teacher-student minimizer
     ts_inputs: int = 4  # d, Gaussian inputs
