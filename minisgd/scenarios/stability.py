@@ -274,9 +274,11 @@ def summarize(config, records):
                   f"prediction √ρ(T).", "",
                   markdown_table(rows), ""]
         worst = max(row["network rel. error"] for row in tables["gd_thresholds"])
-        lines.append(f"- GD: the quadratic model converges for every η < η* and diverges for every η > η*; on the "
-                     f"network the top component's factor per step matches |1 - ηλ_max| within {worst:.1e} "
-                     f"(relative).")
+        gds = [g for rec in thr for g in rec["result"]["gd"]]
+        agree = sum((g["model_rate"] < 1) == (g["ratio"] < 1) == (g["net_rate"] < 1) for g in gds)
+        lines.append(f"- GD: in {agree} of {len(gds)} runs the quadratic model and the network both shrink exactly "
+                     f"when η < η* and grow when η > η*; on the network the top component's factor per step matches "
+                     f"|1 - ηλ_max| within {worst:.1e} (relative).")
     eos = [r for r in records if r["point"]["part"] == "eos"]
     if eos:
         rows = []
