@@ -16,6 +16,9 @@ state, no GUI backend), and :func:`save` writes one to a PNG.
 * :func:`measured_vs_predicted`: measurements against closed forms on log-log axes, with slope guides;
 * :func:`versus_temperature`: measures against the SGD temperature (one marker per B) and against B (one line per
   temperature).
+* :func:`step_size_thresholds`: GD's top component around 2/lambda_max (model and network), SGD's threshold
+  against the batch size;
+* :func:`edge_of_stability`: lambda_max during training against the 2/eta lines, and the training loss.
 
 Series given as ``(S, n)`` arrays (S seeds) are drawn as their mean with a band or error bars of one standard
 deviation; ``(n,)`` arrays as lines.
@@ -422,6 +425,41 @@ def measured_vs_predicted(panels, title):
     return fig
 
 
+# ---- step sizes and curvature -------------------------------------------------------------------------------------
+
+def step_size_thresholds(curves, batch_sizes, sgd_thresholds, gd_threshold, num_examples,
+                         title="Step sizes around the stability threshold"):
+    """Left: ``curves`` ``{label: {"model": (T + 1,), "network": (T', )}}``, the size of the top component
+    against the step (log scale), the quadratic model dashed and the network solid. Right: SGD's threshold
+    ``sgd_thresholds: (n,)`` against ``batch_sizes: (n,)`` (log2 axis) with GD's ``gd_threshold`` as a line."""
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for i, (label, c) in enumerate(curves.items()):
+        color = PALETTE[i % len(PALETTE)]
+        left.plot(np.arange(len(c["model"])), c["model"], color=color, linestyle="--", linewidth=1)
+        left.plot(np.arange(len(c["network"])), c["network"], color=color, linewidth=1.6, label=label)
+    left.set_yscale("log")
+    left.set_xlabel("GD step")
+    left.set_ylabel("|u₁ᵀ(θ − θ*)| / δ")
+    left.set_title("GD from θ* + δu₁: network (solid), quadratic model (dashed)\n(the network's floor near "
+                   "1e-12 is float64 rounding of θ; its runs stop beyond 1000 δ)", fontsize=9)
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=8)
+    b = np.asarray(batch_sizes, dtype=float)
+    right.plot(b, sgd_thresholds, marker="o", color=PALETTE[0], label="SGD's mean-square threshold η*_B")
+    right.axhline(gd_threshold, color="#888888", linestyle=":", label="GD's 2/λ_max")
+    right.set_ylim(0, 1.1 * max(gd_threshold, np.max(sgd_thresholds)))
+    right.set_xscale("log", base=2)
+    right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{int(round(v))}" if v >= 1 else f"{v:g}"))
+    right.set_xlabel(f"batch size B (i.i.d. with replacement, N = {num_examples})")
+    right.set_ylabel("largest stable step η")
+    right.set_title("SGD's exact threshold (Wu et al. 2018) against B", fontsize=10)
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
 # ---- against the temperature eta / B ------------------------------------------------------------------------
 
 def versus_temperature(temperatures, batch_sizes, panels, flagged=None, title="Against the temperature η/B"):
@@ -481,4 +519,34 @@ def versus_temperature(temperatures, batch_sizes, panels, flagged=None, title="A
         ax_b.set_title(f"{label} against B, one line per T", fontsize=10)
     note = "\n(open markers: flagged runs)" if flagged.any() else ""
     fig.suptitle(title + note, fontsize=10)
+    return fig
+
+
+def edge_of_stability(runs, title="Edge of stability"):
+    """``runs``: ``{(eta, label): {"steps", "lambda_max", "eval_steps", "train_loss"}}``, e.g. label "GD" and
+    "SGD (B = 8)". Left: lambda_max against the step with a dotted line at 2/eta per eta (one colour per eta; GD
+    solid, SGD dashed). Right: the training loss (log scale)."""
+    fig = Figure(figsize=(11.0, 4.4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    etas = sorted({eta for eta, _ in runs})
+    labels = list(dict.fromkeys(label for _, label in runs))
+    styles = ("-", "--", "-.", ":")
+    for (eta, label), r in runs.items():
+        color = PALETTE[etas.index(eta) % len(PALETTE)]
+        style = styles[labels.index(label) % len(styles)]
+        left.plot(r["steps"], r["lambda_max"], color=color, linestyle=style, label=f"{label}, η = {eta:g}")
+        right.plot(r["eval_steps"], r["train_loss"], color=color, linestyle=style, label=f"{label}, η = {eta:g}")
+    for eta in etas:
+        left.axhline(2 / eta, color=PALETTE[etas.index(eta) % len(PALETTE)], linestyle=":", linewidth=1)
+    left.set_xlabel("step")
+    left.set_ylabel("λ_max of the training loss")
+    left.set_title("top Hessian eigenvalue (dotted: 2/η)", fontsize=10)
+    right.set_yscale("log")
+    right.set_xlabel("step")
+    right.set_ylabel("training loss (MSE)")
+    right.set_title("training loss", fontsize=10)
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
     return fig

@@ -21,9 +21,10 @@ needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
 
 def test_registry():
     assert scenarios.names() == ["keskar-mnist", "batch-sweep", "spectrum", "noise-scaling", "true-gradient",
-                                 "noise-temperature", "remedies", "reparametrization", "flatness-measures"]
+                                 "stability", "noise-temperature", "remedies", "reparametrization",
+                                 "flatness-measures"]
     assert scenarios.get("keskar_mnist") is keskar_mnist.SCENARIO
-    with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum"):
+    with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum, noise-scaling"):
         scenarios.get("nope")
     with pytest.raises(ValueError, match="already registered"):
         scenarios.register(scenarios.Scenario(**{**spectrum.SCENARIO.__dict__, "description": "another"}))
