@@ -73,11 +73,19 @@ def _mean_std(values):
 
 def panel_grid(count, width, height, columns=3):
     """A figure with ``count`` panels of ``width`` x ``height`` inches, at most ``columns`` a row: ``(fig, axes)``,
-    axes flattened (hide the spare ones after drawing)."""
+    axes flattened (:func:`finish` hides the spare ones)."""
     cols = min(columns, count)
     rows = -(-count // cols)
     fig = Figure(figsize=(width * cols + 0.5, height * rows + 0.5), layout="constrained")
     return fig, np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+
+
+def finish(fig, spare_axes, title):
+    """Hide the panels left unused, title the figure, return it."""
+    for ax in spare_axes:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    return fig
 
 
 def _line(ax, x, values, band=True, **style):
@@ -159,10 +167,7 @@ def compare_regimes(measures, groups, title="Small batch (SB) against large batc
         ax.set_title(panel, fontsize=10)
         ax.grid(True, axis="y", which="major", alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
-    return fig
+    return finish(fig, axes[len(panels):], title)
 
 
 # ---- against the batch size -------------------------------------------------------------------------------------
@@ -205,10 +210,7 @@ def versus_log_x(x, panels, title, xlabel, base=10, mark=None, cols=3):
         ax.set_title(name, fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
-    for ax in axes[len(items):]:
-        ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
-    return fig
+    return finish(fig, axes[len(items):], title)
 
 
 def scatter_panels(panels, ylabel, title, group_label="B"):
@@ -232,10 +234,7 @@ def scatter_panels(panels, ylabel, title, group_label="B"):
         ax.set_title(name, fontsize=9)
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
-    for ax in axes[len(items):]:
-        ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
-    return fig
+    return finish(fig, axes[len(items):], title)
 
 
 # ---- one value per category ------------------------------------------------------------------------------------
@@ -419,10 +418,7 @@ def measured_vs_predicted(panels, title):
         ax.set_title(name, fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in axes[len(items):]:
-        ax.set_visible(False)
-    fig.suptitle(title, fontsize=11)
-    return fig
+    return finish(fig, axes[len(items):], title)
 
 
 # ---- step sizes and curvature -------------------------------------------------------------------------------------
