@@ -15,8 +15,8 @@ Public API::
     Hv = net.hvp(theta, X, y, V)                    # (P,) or (P, k)
     H = net.hessian(theta, X, y)                    # (P, P)
 """
-from . import (activations, backend, callbacks, checkpoint, errors, landscape, losses, optim, sampling, schedules,
-               sharpness, spectrum)
+from . import (activations, backend, callbacks, checkpoint, errors, landscape, losses, noise, optim, sampling, schedules,
+               reparametrize, sharpness, spectrum, stability, temperature)
 from .callbacks import GradientNoise, StopTraining, TopEigenvalue, every, gradient_noise, top_eigenvalue
 from .checkpoint import CheckpointError, ConfigMismatchError
 from .optim import SGD, Adam, Momentum, Nesterov, make_optimizer
@@ -42,6 +42,6 @@ __all__ = [
     # errors
     "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError", "BackendUnavailableError",
     # modules
-    "activations", "losses", "backend", "errors", "spectrum", "sharpness", "landscape", "optim", "sampling",
-    "schedules", "callbacks", "checkpoint", "sweep", "scenarios",
+    "activations", "losses", "backend", "errors", "noise", "stability", "temperature", "reparametrize", "spectrum",
+    "sharpness", "landscape", "optim", "sampling", "schedules", "callbacks", "checkpoint", "sweep", "scenarios",
 ]

@@ -6,7 +6,9 @@ With the parameters of layer l flattened as the ``(n_{l-1} + 1, n_l)`` matrix :m
 .. math::
     \nabla_{\tilde W_l} \ell_n = \tilde a_{l-1,n} \otimes \delta_{l,n}, \qquad \tilde a = [a, 1],
 
-so the mean gradient is :math:`\tilde a_{l-1}^T \delta_l / N` (one GEMM) and the squared norm of a
+so the mean gradient is :math:`\tilde a_{l-1}^T \delta_l / N` (one GEMM), any weighted sum
+:math:`\sum_n w_n \nabla \ell_n` is the same GEMM with the output deltas seeded by :math:`w_n` instead of
+:math:`1/N`, and the squared norm of a
 per-example gradient factorizes, :math:`\lVert \tilde a \otimes \delta \rVert^2 = \lVert \tilde a \rVert^2
 \lVert \delta \rVert^2`, with no (N, P) matrix in sight. The L2 term :math:`\tfrac{\lambda}{2}\lVert\theta\rVert^2`
 adds :math:`\lambda \theta` to every per-example gradient, so their mean is the gradient.
@@ -16,9 +18,20 @@ from .forward import augmented, backward_pass, forward_pass
 
 
 def _output_deltas(net, fwd, y, scale=1.0):
-    """Per-example deltas of every layer, times ``scale`` (1/N folds the mean into the small output seed)."""
+    """Per-example deltas of every layer, times ``scale``: a float (1/N folds the mean into the small output seed)
+    or ``(N, 1)`` per-example weights."""
     deltas, _ = backward_pass(fwd, net.loss_fn.grad(fwd.outputs, y) * scale)
     return deltas
+
+
+def _weighted_sum_of_outer_products(xp, fwd, deltas):
+    r"""``(P,)``: :math:`\sum_n \tilde a_{l-1,n} \otimes \delta_{l,n}` for every layer, the weights already in
+    the deltas."""
+    pieces = []
+    for a, delta in zip(fwd.inputs, deltas):
+        pieces.append(xp.reshape(a.T @ delta, (-1,)))  # dW: (n_{l-1}, n_l) row-major
+        pieces.append(xp.sum(delta, axis=0))  # db: (n_l,)
+    return xp.concat(pieces)
 
 
 def loss_and_grad(net, theta, X, y):
@@ -27,16 +40,33 @@ def loss_and_grad(net, theta, X, y):
     N = X.shape[0]
     fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
     deltas = _output_deltas(net, fwd, y, 1.0 / N)  # deltas of the mean loss: no pass over P to divide
-    pieces = []
-    for a, delta in zip(fwd.inputs, deltas):
-        pieces.append(xp.reshape(a.T @ delta, (-1,)))  # dW: (n_{l-1}, n_l) row-major
-        pieces.append(xp.sum(delta, axis=0))  # db: (n_l,)
-    grad = xp.concat(pieces)
+    grad = _weighted_sum_of_outer_products(xp, fwd, deltas)
     loss = xp.mean(net.loss_fn.value(fwd.outputs, y))
     if net.l2:
         grad = grad + net.l2 * theta
         loss = loss + 0.5 * net.l2 * xp.sum(theta * theta)
     return float(loss), grad
+
+
+def weighted_gradient(net, theta, X, y, w):
+    r"""``(P,)``: the weighted sum of the per-example gradients, in one backward pass,
+
+    .. math::
+        \sum_n w_n \nabla_\theta \bigl(\ell_n + \tfrac{\lambda}{2}\lVert\theta\rVert^2\bigr)
+        = \sum_n w_n \nabla_\theta \ell_n + \Bigl(\sum_n w_n\Bigr) \lambda \theta,
+
+    that is ``w @ per_example_grads(net, theta, X, y)`` without the ``(N, P)`` matrix: the output deltas are
+    seeded with :math:`w_n` where the mean gradient seeds :math:`1/N`. ``w: (N,)`` any real weights;
+    ``w = 1/N`` gives the gradient, weights summing to zero drop the L2 term (as in the noise of
+    :mod:`minisgd.injection`).
+    """
+    xp = namespace(theta, X)
+    fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
+    deltas = _output_deltas(net, fwd, y, w[:, None])  # (N, K) seed, row n times w_n
+    grad = _weighted_sum_of_outer_products(xp, fwd, deltas)
+    if net.l2:
+        grad = grad + net.l2 * float(xp.sum(w)) * theta
+    return grad
 
 
 def per_example_grads(net, theta, X, y):

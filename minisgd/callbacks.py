@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import device_of, namespace
+from . import noise
 
 
 class StopTraining(Exception):
@@ -90,16 +91,9 @@ class TopEigenvalue:
 class GradientNoise:
     r"""Gradient noise on ``subset`` training examples: ``{"grad_noise_trace", "grad_norm_sq", "noise_scale"}``.
 
-    With :math:`g_n` the per-example gradients of the N examples and :math:`g` their mean,
-
-    .. math::
-        \operatorname{tr}\Sigma = \frac1N\sum_n \lVert g_n - g\rVert^2 = \frac1N\sum_n \lVert g_n\rVert^2
-        - \lVert g\rVert^2, \qquad B_{noise} = \operatorname{tr}\Sigma / \lVert g \rVert^2
-
-    (the covariance with the 1/N of the subset, not 1/(N-1); :math:`B_{noise}` is the "simple noise scale" of
-    McCandlish et al. 2018, the batch size above which larger batches stop paying off). A minibatch of B
-    examples drawn with replacement has gradient covariance :math:`\Sigma / B`. The L2 term of the net shifts
-    every :math:`g_n` equally and cancels in :math:`\Sigma`. Cost: one forward-backward pass on the subset.
+    :math:`\operatorname{tr}\Sigma` of the per-example gradients, :math:`\lVert g\rVert^2` and McCandlish et al.'s
+    simple noise scale :math:`\operatorname{tr}\Sigma / \lVert g\rVert^2`, as :func:`minisgd.noise.gradient_noise`
+    defines them (one forward-backward pass on the subset).
     """
 
     subset: int | None = 1024  # examples of the training set, fixed across calls; None: all
@@ -108,16 +102,8 @@ class GradientNoise:
     name = "gradient_noise"
 
     def __call__(self, net, theta, data, step):
-        X, y = fixed_subset(data, self.subset, self.seed)
-        xp = namespace(theta)
-        # float64 sums: the difference of two nearly equal sums loses digits in float32
-        norms = xp.astype(net.per_example_grad_norms(theta, X, y), xp.float64)  # (N,)
-        g = xp.astype(net.loss_and_grad(theta, X, y)[1], xp.float64)  # (P,)
-        mean_sq = float(xp.mean(norms * norms))
-        grad_sq = float(xp.sum(g * g))
-        trace = mean_sq - grad_sq
-        return {"grad_noise_trace": trace, "grad_norm_sq": grad_sq,
-                "noise_scale": trace / grad_sq if grad_sq > 0 else float("inf")}
+        stats = noise.gradient_noise(net, theta, *fixed_subset(data, self.subset, self.seed))
+        return {"grad_noise_trace": stats.trace, "grad_norm_sq": stats.grad_norm_sq, "noise_scale": stats.noise_scale}
 
 
 top_eigenvalue = TopEigenvalue()

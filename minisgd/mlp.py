@@ -200,6 +200,17 @@ class MLP:
         """``(N, P)`` per-example gradients (L2 included, so their mean is the gradient)."""
         return backprop.per_example_grads(self, *self._checked(theta, X, y))
 
+    def weighted_gradient(self, theta, X, y, w):
+        r"""``(P,)`` :math:`\sum_n w_n \nabla(\ell_n + \frac{\lambda}{2}\lVert\theta\rVert^2)` for ``w: (N,)``,
+        in one backward pass; see ``minisgd.backprop.weighted_gradient``."""
+        theta, X, y = self._checked(theta, X, y)
+        xp = namespace(theta, w)
+        if w.ndim != 1 or w.shape[0] != X.shape[0]:
+            raise ShapeError(f"w must have shape ({X.shape[0]},), one weight per example, got shape {tuple(w.shape)}")
+        if not bool(xp.all(xp.isfinite(w))):
+            raise NonFiniteError("the weights w contain NaN or inf")
+        return backprop.weighted_gradient(self, theta, X, y, xp.astype(w, theta.dtype))
+
     def per_example_grad_norms(self, theta, X, y):
         """``(N,)`` norms of the per-example gradients, without forming them."""
         return backprop.per_example_grad_norms(self, *self._checked(theta, X, y))

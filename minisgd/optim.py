@@ -203,3 +203,32 @@ def make_optimizer(name, **hyper):
         fields = sorted(cls.__dataclass_fields__)
         raise ValueError(f"optimizer {name!r} takes {', '.join(fields)}; got {sorted(hyper)}") from None
 
+
+
+def proximal_step(grad, theta_t, rho, rule, state, lr, steps, grad_t=None):
+    r"""Conservative training (Li et al. 2014, *Efficient mini-batch training for stochastic optimization*; one of
+    Keskar et al. 2017's remedies): the next iterate approximately minimizes the batch loss plus a proximal term,
+
+    .. math::
+        \theta_{t+1} \approx \arg\min_\theta\; F(\theta) = f_{\mathcal B}(\theta)
+        + \frac{\rho}{2}\lVert\theta - \theta_t\rVert^2,
+
+    found by ``steps`` updates of ``rule`` (any optimizer here, its ``state`` carried through and returned) on
+    :math:`F`, whose gradient is :math:`\nabla f_{\mathcal B}(\theta) + \rho(\theta - \theta_t)`. For a quadratic
+    :math:`f_{\mathcal B}(\theta) = \frac12\theta^T H\theta - b^T\theta` the minimizer is
+    :math:`(H + \rho I)^{-1}(\rho\,\theta_t + b)`, and with plain SGD at step :math:`\eta` the error after
+    :math:`k` steps is :math:`(I - \eta(H + \rho I))^k` times the initial one (what the tests check).
+
+    ``grad``: :math:`\theta \mapsto \nabla f_{\mathcal B}(\theta)`, ``(P,) -> (P,)``; ``grad_t``: its value at
+    ``theta_t`` when already known (saves one evaluation). ``rho = 0`` and ``steps = 1`` is one ordinary update.
+    Returns ``(theta_{t+1}, state)``.
+    """
+    if not rho >= 0 or int(steps) < 1:
+        raise ValueError(f"the proximal step needs rho >= 0 and steps >= 1, got rho={rho!r}, steps={steps!r}")
+    theta = theta_t
+    for k in range(int(steps)):
+        g = grad_t if k == 0 and grad_t is not None else grad(theta)
+        if k > 0 and rho:
+            g = g + rho * (theta - theta_t)  # zero at the first inner step, where theta = theta_t
+        theta, state = rule.update(theta, g, state, lr)
+    return theta, state

@@ -1,5 +1,6 @@
 r"""Sharpness of a minimizer: Keskar's epsilon-sharpness, expected sharpness under Gaussian noise, a
-scale-aware per-layer measure, and a summary of the Hessian's size (top eigenvalue, trace, Frobenius norm,
+scale-aware per-layer measure, measures invariant under function-preserving rescalings (relative sharpness, the
+Fisher-Rao norm), and a summary of the Hessian's size (top eigenvalue, trace, Frobenius norm,
 effective dimension).
 
 Every measure is of :math:`f(\theta) =` ``net.loss(theta, X, y)``, the mean loss plus the L2 term, on the
@@ -417,6 +418,83 @@ def scale_aware_sharpness(net, theta, X, y, method="auto", tol=1e-10, seed=0, ma
     values = curvature * norm_sq
     return ScaleAwareSharpness(tuple(name for name, _, _ in groups), curvature, norm_sq, values,
                                float(values.sum()), float(values.max()), method)
+
+
+# ---- measures invariant under every function-preserving diagonal rescaling ------------------------------
+
+@dataclass
+class RelativeSharpness:
+    r"""The Hessian for relative perturbations :math:`\theta_i (1 + \delta_i)`, :math:`\Theta H \Theta` with
+    :math:`\Theta = \mathrm{diag}(|\theta|)`: its ``top_eigenvalue``, its ``trace``
+    :math:`\sum_i \theta_i^2 H_{ii}`, and the ``radial`` curvature :math:`\theta^T H \theta` (along the
+    parameters themselves); ``method``: how the top eigenvalue was obtained."""
+
+    top_eigenvalue: float
+    trace: float
+    radial: float
+    method: str
+
+    def as_dict(self):
+        return {"relative_top_eigenvalue": self.top_eigenvalue, "relative_trace": self.trace,
+                "radial_curvature": self.radial}
+
+
+def relative_sharpness(net, theta, X, y, method="auto", tol=1e-8, seed=0, max_memory=None):
+    r"""Sharpness against relative perturbations: :math:`f(\theta + \Theta\delta) = f + (\Theta g)^T\delta +
+    \frac12 \delta^T \Theta H \Theta\, \delta + \dots`, :math:`\Theta = \mathrm{diag}(|\theta|)`.
+
+    Why: under any diagonal map :math:`\theta' = D\theta` that leaves the function unchanged (Dinh et al. 2017's
+    rescalings; ``minisgd.reparametrize``), :math:`H' = D^{-1} H D^{-1}` and :math:`\Theta' = |D|\Theta`, so
+    :math:`\Theta' H' \Theta' = S\,\Theta H \Theta\, S` with :math:`S = \mathrm{sign}(D)`: the same eigenvalues
+    and the same diagonal. All three numbers are invariant, while :math:`\lambda_{\max}(H)` is not. It is the
+    curvature that Jiang et al. 2019's magnitude-aware perturbations (:math:`\sigma_i \propto |\theta_i|`) probe:
+    ``expected_sharpness(..., sigma=s * abs(theta)).second_order`` equals :math:`\frac{s^2}{2}` ``trace``;
+    Petzka et al. 2021's relative flatness is a per-layer relative of it. The radial curvature
+    :math:`\theta^T H\theta` is invariant under every linear function-preserving map.
+
+    method: ``"exact"`` (eigh of the dense :math:`\Theta H \Theta`), ``"lanczos"`` (on HVPs
+    :math:`v \mapsto |\theta| \odot H(|\theta| \odot v)`, tolerance ``tol``) or ``"auto"`` (exact when the
+    Hessian fits in memory). The trace comes from the exact diagonal (``net.hessian_diagonal``).
+    """
+    if method not in ("auto", "exact", "lanczos"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'lanczos', got {method!r}")
+    xp = namespace(theta)
+    if method == "auto":
+        method = "exact" if _hessian_fits(net, theta, X, max_memory) else "lanczos"
+    magnitude = xp.abs(theta)  # (P,) the diagonal of Theta
+    if method == "exact":
+        H = net.hessian(theta, X, y, max_memory=max_memory)
+        top = float(exact_spectrum(magnitude[:, None] * H * magnitude[None, :], k=1).values[0])
+    else:
+        q0 = xp.asarray(np.random.default_rng(seed).standard_normal(net.num_params), dtype=theta.dtype,
+                        device=device_of(theta))
+        top = float(lanczos(lambda v: magnitude * net.hvp(theta, X, y, magnitude * v), q0, k=1,
+                            which="largest", tol=tol).values[0])
+    trace = float(xp.sum(theta * theta * net.hessian_diagonal(theta, X, y)))
+    radial = float(xp.sum(theta * net.hvp(theta, X, y, theta)))
+    return RelativeSharpness(top, trace, radial, method)
+
+
+def fisher_rao_norm(net, theta, X, y, chunk=512):
+    r"""The empirical Fisher-Rao norm (Liang et al. 2019; one of Jiang et al. 2019's measures), squared:
+
+    .. math::  \lVert\theta\rVert_{fr}^2 = \frac1N \sum_n \langle \theta, \nabla_\theta \ell_n(\theta)\rangle^2
+               = \theta^T \hat F \theta, \qquad \hat F = \frac1N \sum_n g_n g_n^T,
+
+    the empirical Fisher with the true labels (Liang et al. take the model's own; on a fit model they are close).
+    Invariant under every linear function-preserving map :math:`\theta' = D\theta`, since :math:`\ell_n \circ D =
+    \ell_n` gives :math:`g_n' = D^{-T} g_n` and :math:`\langle D\theta, D^{-T} g_n\rangle = \langle\theta, g_n\rangle`.
+    The per-example gradients ``(chunk, P)`` are formed ``chunk`` examples at a time. With ``l2 > 0`` each
+    :math:`g_n` includes the penalty's gradient :math:`\lambda\theta` (as ``net.per_example_grads`` does).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    xp = namespace(theta)
+    total = 0.0
+    for start in range(0, X.shape[0], chunk):
+        G = net.per_example_grads(theta, X[start:start + chunk], y[start:start + chunk])  # (chunk, P)
+        total += float(xp.sum((G @ theta) ** 2))
+    return total / X.shape[0]
 
 
 # ---- summary ------------------------------------------------------------------------------------------

@@ -10,10 +10,24 @@ r"""The trainer: minibatch SGD-type training that records exactly what it did an
 
 Step ``t`` (0-based) draws batch :math:`\mathcal B_t` (:mod:`minisgd.sampling`), computes the minibatch loss and
 gradient at :math:`\theta_t`, and applies the optimizer's rule (:mod:`minisgd.optim`) with
-:math:`\eta_t` and :math:`B_t` from the schedules (:mod:`minisgd.schedules`). The history is a dict of lists:
+:math:`\eta_t` and :math:`B_t` from the schedules (:mod:`minisgd.schedules`). Three options change the step,
+each a remedy for the large-batch gap (Keskar et al. 2017, section 5), and each random draw a pure function of
+``(seed, t)`` so that a resumed run repeats it:
+
+* ``augment_shift = k``: the batch's images are shifted by random offsets in :math:`\{-k..k\}^2`, zero fill
+  (:mod:`minisgd.data.augment`, seeded by ``[augment.STREAM, seed, t]``);
+* ``noise_batch = b``: Gaussian noise :math:`\xi_t` with the covariance a batch of b has in excess of the batch
+  of :math:`B_t` is added to the gradient when :math:`B_t > b` (:mod:`minisgd.injection`, seeded by
+  ``[injection.STREAM, seed, t]``);
+* ``proximal = rho``: the update is ``proximal_steps`` updates of the optimizer on
+  :math:`f_{\mathcal B_t}(\theta) + \frac{\rho}{2}\lVert\theta - \theta_t\rVert^2` (conservative training,
+  :func:`minisgd.optim.proximal_step`), all on the same batch (and the same :math:`\xi_t`).
+
+The history is a dict of lists:
 
 * per step ``t`` (one entry each): ``step`` (t), ``epoch``, ``lr``, ``batch_size``, ``loss`` (minibatch loss
-  at :math:`\theta_t` before the update, the net's L2 term included), ``grad_norm`` (:math:`\lVert g_t \rVert`),
+  at :math:`\theta_t` before the update, the net's L2 term included), ``grad_norm`` (:math:`\lVert g_t \rVert`, the
+  batch gradient without injected noise),
   ``examples`` (examples processed before step t: the compute spent to reach :math:`\theta_t`), ``wall_time``
   (seconds since the start, at the end of the step; earlier legs of a resumed run included).
 * per evaluation (at step 0, every ``eval_every`` steps or epochs, and at the end): ``eval_step``,
@@ -39,10 +53,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import injection
 from .backend import device_of, namespace, to_numpy
 from .callbacks import StopTraining, fixed_subset
+from .data import augment
 from .errors import NonFiniteError
-from .optim import make_optimizer
+from .optim import make_optimizer, proximal_step
 from .sampling import SAMPLING, Sampler
 from .schedules import as_batch_schedule, as_lr_schedule, describe, lr_unit
 
@@ -89,6 +105,11 @@ class TrainConfig:
     eval_batch_size: int = 8192  # examples per forward pass in evaluations (memory, not results)
     log_grad_norm: bool = True  # record |g_t| every step (one O(P) reduction)
     divergence_factor: float | None = 100.0  # diverged when a loss > this x the first minibatch loss; None: off
+    augment_shift: int = 0  # shift each batch image by a random offset in {-k..k}^2 (zero fill); 0: off
+    image_shape: tuple | None = None  # (H, W) of the flattened images for augment_shift; None: the data's
+    noise_batch: int | None = None  # b: inject the extra gradient noise of a batch of b (minisgd.injection)
+    proximal: float = 0.0  # rho of conservative training, f_B + rho/2 |theta - theta_t|^2; 0: off
+    proximal_steps: int = 1  # optimizer updates per step on that objective (same batch)
     checkpoint_every: int | None = None  # write a checkpoint every this many steps (needs out)
     out: str | None = None  # checkpoint folder; the final state and a diverged run are written there too
 
@@ -108,6 +129,19 @@ class TrainConfig:
             raise ValueError("checkpoint_every needs out= (the folder to write checkpoints to)")
         if self.divergence_factor is not None and not self.divergence_factor > 1:
             raise ValueError(f"divergence_factor must be > 1 (or None), got {self.divergence_factor!r}")
+        if int(self.augment_shift) != self.augment_shift or self.augment_shift < 0:
+            raise ValueError(f"augment_shift must be an integer >= 0 (pixels), got {self.augment_shift!r}")
+        if self.noise_batch is not None and (int(self.noise_batch) != self.noise_batch or self.noise_batch < 1):
+            raise ValueError(f"noise_batch must be an integer >= 1 (the small batch whose noise to inject) or None, "
+                             f"got {self.noise_batch!r}")
+        if not (self.proximal >= 0 and math.isfinite(self.proximal)) or int(self.proximal_steps) < 1:
+            raise ValueError(f"proximal must be a finite number >= 0 and proximal_steps an integer >= 1, got "
+                             f"{self.proximal!r} and {self.proximal_steps!r}")
+        if self.proximal == 0 and self.proximal_steps != 1:
+            raise ValueError(f"proximal_steps={self.proximal_steps} needs proximal > 0 (rho); without the proximal "
+                             "term the inner steps would be ordinary steps on one batch")
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         object.__setattr__(self, "betas", tuple(self.betas))
         self.rule()  # hyperparameter errors now, not at the first step
         as_lr_schedule(self.lr)
@@ -255,8 +289,9 @@ def _fingerprint(net, theta0, data):
 def _restore(folder, cfg, fingerprint, theta0):
     state = ckpt.load_state(folder)
     meta = state["meta"]
-    ckpt.check_compatible(folder, {**meta["config"], **meta["fingerprint"]}, {**cfg.to_dict(), **fingerprint},
-                          may_change=RESUMABLE_CHANGES)
+    defaults = {k: v for k, v in TrainConfig(epochs=1).to_dict().items() if k not in meta["config"]}
+    ckpt.check_compatible(folder, {**defaults, **meta["config"], **meta["fingerprint"]},  # older runs: defaults
+                          {**cfg.to_dict(), **fingerprint}, may_change=RESUMABLE_CHANGES)
     xp, dev = namespace(theta0), device_of(theta0)
     theta = xp.asarray(state["theta"], device=dev)
     opt_state = {k: v if k == "step" else xp.asarray(v, device=dev) for k, v in state["opt_state"].items()}
@@ -294,6 +329,10 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
     opt, lr_schedule, batch_schedule = cfg.rule(), as_lr_schedule(cfg.lr), as_batch_schedule(cfg.batch_size)
     lr_by_step = lr_unit(lr_schedule) == "step"
     sampler = Sampler(N, cfg.sampling, cfg.drop_last, cfg.seed)
+    image_shape = cfg.image_shape or getattr(data, "image_shape", None)
+    if cfg.augment_shift and image_shape is None:
+        raise ValueError("augment_shift needs the image shape: set TrainConfig(image_shape=(H, W)) or pass a Dataset "
+                         "that has image_shape")
     callbacks = list(callbacks)
     names = [getattr(cb, "name", None) for cb in callbacks]
     if any(not hasattr(cb, "due") for cb in callbacks):
@@ -400,9 +439,14 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
                 reason = "max_examples"
                 break
             Xb, yb = (X, y) if cfg.sampling == "full" else (_gather(xp, X, idx), _gather(xp, y, idx))
+            if cfg.augment_shift:
+                Xb = augment.random_shifts(Xb, image_shape, cfg.augment_shift, [augment.STREAM, cfg.seed, c.step])
             lr = float(lr_schedule(c.step if lr_by_step else c.epoch))
             try:
                 loss, g = net.loss_and_grad(theta, Xb, yb)
+                noise = (injection.matched_noise(net, theta, Xb, yb, cfg.noise_batch,
+                                                 [injection.STREAM, cfg.seed, c.step])
+                         if cfg.noise_batch is not None and len(idx) > cfg.noise_batch else None)
             except NonFiniteError:  # theta went non-finite in the last update
                 loss, g = math.nan, None
             if c.loss0 is None:
@@ -411,7 +455,14 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
                 diverge(loss, "minibatch loss")
             grad_norm = math.sqrt(float(g @ g)) if cfg.log_grad_norm else math.nan  # BLAS dot: 4x vector_norm
             prev = (theta, opt_state)
-            theta, opt_state = opt.update(theta, g, opt_state, lr)
+            shift = 0.0 if noise is None else noise  # the same xi_t at every inner step of a proximal update
+
+            def batch_grad(th, Xb=Xb, yb=yb, shift=shift):
+                return net.loss_and_grad(th, Xb, yb)[1] + shift
+
+            # rho = 0 and one step (the default) is exactly opt.update(theta, g + xi_t, ...)
+            theta, opt_state = proximal_step(batch_grad, theta, cfg.proximal, opt, opt_state, lr, cfg.proximal_steps,
+                                             grad_t=g + shift)
             _append(history, {"step": c.step, "epoch": c.epoch, "lr": lr, "batch_size": len(idx), "loss": loss,
                               "grad_norm": grad_norm, "examples": c.examples, "wall_time": time.perf_counter() - t0})
             c.step, c.step_in_epoch, c.examples = c.step + 1, c.step_in_epoch + 1, c.examples + len(idx)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from minisgd import scenarios
 from minisgd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ def offline_mnist(monkeypatch):
 def test_list(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [ln.split()[0] for ln in lines] == ["keskar-mnist", "batch-sweep", "spectrum"]
+    assert [ln.split()[0] for ln in lines] == scenarios.names()  # the order is pinned in test_scenarios.py
     assert "[10 points; --quick: 4]" in lines[0]
 
 

@@ -41,7 +41,9 @@ ALL_METHODS = METHODS_WITH_TARGETS + METHODS_WITHOUT_TARGETS
 def test_valid_inputs_do_not_raise(ce):
     """Baseline for the tests below: the unmodified problem is accepted by every method."""
     for method in ALL_METHODS:
-        call(ce.net, method, ce.theta, ce.X, ce.y)
+        out = call(ce.net, method, ce.theta, ce.X, ce.y)
+        values = out if isinstance(out, tuple) else (out,)  # loss_and_grad returns (loss, grad)
+        assert all(np.all(np.isfinite(np.asarray(v, dtype=float))) for v in values), method
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

@@ -2,6 +2,7 @@
 above chance, curvature finite and ordered where quick mode is reliable, the outliers of the spectrum), its summary
 and its figures. MNIST comes from $MINISGD_DATA (see tests/data/conftest.py for the fallback)."""
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,17 @@ needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
 # ---- registry and configs ---------------------------------------------------------------------------------------
 
 def test_registry():
-    assert scenarios.names() == ["keskar-mnist", "batch-sweep", "spectrum"]
+    assert scenarios.names() == ["keskar-mnist", "batch-sweep", "spectrum", "noise-scaling", "true-gradient",
+                                 "stability", "noise-temperature", "remedies", "reparametrization",
+                                 "flatness-measures"]
     assert scenarios.get("keskar_mnist") is keskar_mnist.SCENARIO
-    with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum"):
+    with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum, noise-scaling"):
         scenarios.get("nope")
     with pytest.raises(ValueError, match="already registered"):
         scenarios.register(scenarios.Scenario(**{**spectrum.SCENARIO.__dict__, "description": "another"}))
 
 
-@pytest.mark.parametrize("name", ["keskar-mnist", "batch-sweep", "spectrum"])
+@pytest.mark.parametrize("name", scenarios.names())
 def test_configs_and_grids(name):
     sc = scenarios.get(name)
     full, quick = sc.config(), sc.config(quick=True)
@@ -82,6 +85,20 @@ def test_outlier_count():
 
 
 # ---- the quick runs ------------------------------------------------------------------------------------------------
+
+@contextmanager
+def quick_sweep(name, folder):
+    """Scenario ``name``'s --quick sweep into ``folder``, MNIST read offline from DATA_ROOT, on a pool of 2 worker
+    processes with one BLAS thread each (as `minisgd run --jobs 2`: robust to a busy machine, where a 2-thread BLAS
+    slows down many times): yields ``(config, report)``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINISGD_DATA", str(DATA_ROOT))
+        mp.setenv("MINISGD_OFFLINE", "1")
+        with sweep.process_pool(2, threads=1) as pool:
+            sc = scenarios.get(name)
+            config = sc.config(quick=True)
+            yield config, sweep.run_sweep(sc, config, folder, executor=pool)
+
 
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):

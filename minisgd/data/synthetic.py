@@ -271,6 +271,31 @@ class LinearGaussian:
         H[d, d] = 1.0
         return H
 
+    def population_gradient_covariance(self, params) -> np.ndarray:
+        r"""Covariance of one example's gradient under the population, :math:`\operatorname{Cov}_{x,y}\, g(x, y)`.
+
+        With :math:`\delta = w - w^*`, residual :math:`r = x^\top\delta + b - \varepsilon` and
+        :math:`c = E r^2 = \delta^\top\Sigma\delta + b^2 + s^2 = 2 L(w, b)`, Isserlis' theorem
+        (:math:`E[(x^\top\delta)^2 x x^\top] = (\delta^\top\Sigma\delta)\Sigma + 2\Sigma\delta\delta^\top\Sigma`,
+        odd moments zero) gives, for :math:`g = r x`,
+
+        .. math::
+            \operatorname{Cov} g = c\,\Sigma + \Sigma\delta\,\delta^\top\Sigma
+            = 2L\,\nabla^2 L + \nabla L\, \nabla L^\top,
+
+        and with the bias coordinate :math:`g_b = r` the blocks :math:`\operatorname{Cov}(g_w, g_b) = b\,\Sigma\delta`,
+        :math:`\operatorname{Var} g_b = c - b^2` (the constant input is not Gaussian, so the pattern above misses
+        :math:`2b^2` there). A mean of N i.i.d. examples has covariance this / N: the full training set's gradient
+        is itself a noisy estimate of :meth:`population_gradient`. Shape (d, d) or (d+1, d+1), as params.
+        """
+        w, b, has_bias = self._split(params)
+        c = 2.0 * self.population_loss(params)
+        mean = self.population_gradient(params)  # (d,) or (d+1,)
+        cov = c * self.population_hessian(with_bias=has_bias) + np.outer(mean, mean)
+        if has_bias:
+            cov[-1, -1] -= 2.0 * b * b
+        return cov
+
     def per_example_gradients(self, params, X, y) -> np.ndarray:
         """g_n = (x_n^T w + b - y_n) [x_n, 1]: (N, d) or (N, d+1); their mean estimates the gradient."""
         w, b, has_bias = self._split(params)

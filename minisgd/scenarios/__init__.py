@@ -132,7 +132,10 @@ def names():
     return list(SCENARIOS)
 
 
-from . import batch_sweep, keskar_mnist, spectrum  # noqa: E402 (each module builds its SCENARIO with the above)
+# each module builds its SCENARIO with the above
+from . import (batch_sweep, flatness_measures, keskar_mnist, noise_scaling, noise_temperature,  # noqa: E402
+               remedies, reparametrization, spectrum, stability, true_gradient)
 
-for _module in (keskar_mnist, batch_sweep, spectrum):
+for _module in (keskar_mnist, batch_sweep, spectrum, noise_scaling, true_gradient, stability, noise_temperature,
+                remedies, reparametrization, flatness_measures):
     register(_module.SCENARIO)

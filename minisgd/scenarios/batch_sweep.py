@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import MLP, TrainConfig, train
+from .. import TrainConfig, train
 from ..landscape import evaluate
 from ..sharpness import epsilon_sharpness
 from ..spectrum import hessian_trace, top_eigenvalues
 from . import Scenario
-from .common import arrays, markdown_table, mean_std, mnist, pm, subset_indices, take, where
+from .common import geometric_sizes, markdown_table, mean_std, mnist_network, pm, subset_indices, take, where
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
@@ -64,11 +64,7 @@ QUICK = dict(n_train=2048, hidden=(64,), lr=2e-3, target_loss=0.05, epochs=500, 
 
 def batch_sizes(config):
     """``min_batch, 2 min_batch, ...`` below ``n_train``, then ``n_train`` (full batch)."""
-    sizes, b = [], config.min_batch
-    while b < config.n_train:
-        sizes.append(b)
-        b *= 2
-    return sizes + [config.n_train]
+    return geometric_sizes(config.min_batch, config.n_train)
 
 
 def grid(config):
@@ -80,10 +76,7 @@ def grid(config):
 def run_point(point):
     """Train at one batch size to the target loss (or for the epoch budget); measure curvature and accuracy."""
     p = point
-    ds = mnist(n_train=p["n_train"], pool=p["pool"])
-    X, y, Xt, yt = arrays(ds, p["dtype"], p["device"])
-    net = MLP([ds.input_dim, *p["hidden"], ds.num_classes], activation=p["activation"], loss="cross_entropy")
-    theta0 = net.init(seed=p["seed"], scheme=p["init"], dtype=p["dtype"], device=p["device"])
+    net, theta0, (X, y, Xt, yt) = mnist_network(p)
     full = p["batch_size"] >= X.shape[0]
     cfg = TrainConfig(optimizer=p["optimizer"], lr=p["lr"], batch_size=p["batch_size"],
                       sampling="full" if full else "shuffle", epochs=p["epochs"], target_loss=p["target_loss"],

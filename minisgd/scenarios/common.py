@@ -20,12 +20,34 @@ def arrays(ds, dtype="float64", device="cpu"):
     return out if device == "cpu" else tuple(to_device(a, device) for a in out)
 
 
+def mnist_network(point, init="lecun"):
+    """The point's MNIST subset and its classifier: ``(net, theta0, (X, y, X_test, y_test))``.
+
+    Reads ``n_train``, ``pool``, ``hidden``, ``activation``, ``seed``, ``device`` and, when the point has them,
+    ``dtype`` (default float64) and ``init`` (default ``init``) from the point; the network is
+    ``[inputs, *hidden, classes]`` with the cross-entropy loss, ``theta0`` its seeded initialization."""
+    from .. import MLP
+    dtype, scheme = point.get("dtype", "float64"), point.get("init", init)
+    ds = mnist(n_train=point["n_train"], pool=point["pool"])
+    data = arrays(ds, dtype, point["device"])
+    net = MLP([ds.input_dim, *point["hidden"], ds.num_classes], activation=point["activation"], loss="cross_entropy")
+    return net, net.init(seed=point["seed"], scheme=scheme, dtype=dtype, device=point["device"]), data
+
 def subset_indices(n, size, seed=0):
     """A fixed, seeded choice of ``size`` of ``n`` examples (all of them when ``size`` is None or >= n), sorted."""
     if size is None or size >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng([12345, seed]).choice(n, size, replace=False))
 
+
+
+def geometric_sizes(start, stop, factor=2):
+    """``start, factor start, factor^2 start, ...`` below ``stop``, then ``stop`` itself: batch or set sizes."""
+    sizes, n = [], start
+    while n < stop:
+        sizes.append(n)
+        n *= factor
+    return sizes + [stop]
 
 def take(a, idx):
     """``a[idx]`` for NumPy or CuPy ``a`` with host indices."""
@@ -61,12 +83,14 @@ def mean_std(values):
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def pm(values, scale=1.0, digits=2):
-    """``"m ± s"`` of ``values * scale``, e.g. ``pm(accs, 100)`` for percentages."""
+def pm(values, scale=1.0, digits=2, significant=False):
+    """``"m ± s"`` of ``values * scale``, e.g. ``pm(accs, 100)`` for percentages; ``digits`` decimals, or
+    significant digits with ``significant=True`` (for values that span decades)."""
     m, s = mean_std(np.asarray(values, float) * scale)
     if not np.isfinite(m):
         return "n/a"
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    kind = "g" if significant else "f"
+    return f"{m:.{digits}{kind}} ± {s:.{digits}{kind}}"
 
 
 def fmt(value, digits=3):

@@ -37,13 +37,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .. import MLP, TrainConfig, train
+from .. import TrainConfig, train
 from ..landscape import interpolate
 from ..schedules import StepDecay
 from ..sharpness import epsilon_sharpness, random_subspace
 from ..spectrum import hessian_trace, top_eigenvalues
 from . import Scenario
-from .common import (arrays, as_float64, epoch_means, host, markdown_table, mean_std, mnist, pm, subset_indices,
+from .common import (as_float64, epoch_means, host, markdown_table, mean_std, mnist_network, pm, subset_indices,
                      take, where)
 
 # Keskar et al. 2017, network F1 (Adam, 5 runs, mean ± std), from the paper's Table 2 (accuracy, %), Table 3 (full
@@ -132,12 +132,9 @@ def _measure(net, theta, Xs, ys, eps_list, basis, maxiter, seed):
 def run_point(point):
     """Train SB and LB from one start with one optimizer; measure both; the parametric curve between them."""
     p = point
-    ds = mnist(n_train=p["n_train"], pool=p["pool"])
-    X, y, Xt, yt = arrays(ds, p["dtype"], p["device"])
+    net, theta0, (X, y, Xt, yt) = mnist_network(p)
     N = X.shape[0]
     large = int(round(p["large_fraction"] * N))
-    net = MLP([ds.input_dim, *p["hidden"], ds.num_classes], activation=p["activation"], loss="cross_entropy")
-    theta0 = net.init(seed=p["seed"], scheme=p["init"], dtype=p["dtype"], device=p["device"])
     lr = p["adam_lr"] if p["optimizer"] == "adam" else p["sgd_lr"]
     decay = p.get("decay_epochs", 0)
     if decay:
