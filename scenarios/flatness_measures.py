@@ -1,7 +1,7 @@
 """How well each sharpness measure ranks the generalization gap (Kendall tau, Jiang et al. 2019).
 
     python scenarios/flatness-measures.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J] [--out DIR] [--set key=value ...] [--plots DIR]
+        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
 
 is ``minisgd run flatness-measures [options]``;
 the experiment itself is ``minisgd/scenarios/flatness_measures.py`` (its config dataclass

@@ -1,7 +1,7 @@
 """How much of the small-batch / large-batch gap each remedy closes (Keskar et al. 2017, section 5, and later work).
 
     python scenarios/remedies.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J] [--out DIR] [--set key=value ...] [--plots DIR]
+        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
 
 is ``minisgd run remedies [options]``;
 the experiment itself is ``minisgd/scenarios/remedies.py`` (its config dataclass

@@ -1,7 +1,7 @@
 """Step sizes around 2/lambda_max for GD and SGD, and the edge of stability.
 
     python scenarios/stability.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J] [--out DIR] [--set key=value ...] [--plots DIR]
+        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
 
 is ``minisgd run stability [options]``;
 the experiment itself is ``minisgd/scenarios/stability.py`` (its config dataclass

@@ -1,7 +1,7 @@
 """The full training set's gradient against the population gradient: distance against N (slope -1/2).
 
     python scenarios/true_gradient.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J] [--out DIR] [--set key=value ...] [--plots DIR]
+        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
 
 is ``minisgd run true-gradient [options]``;
 the experiment itself is ``minisgd/scenarios/true_gradient.py`` (its config dataclass
