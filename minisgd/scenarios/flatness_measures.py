@@ -26,14 +26,14 @@ from .. import TrainConfig, train
 from ..landscape import evaluate
 from . import Scenario
 from .common import markdown_table, mean_std, mnist_network, pm, where
-from .measures import INVARIANT, KEYS, LABELS, sharpness_measures
+from .measures import INVARIANT, KEYS, LABELS, MeasureSettings, sharpness_measures
 
 HYPERPARAMETERS = ("batch_size", "lr")  # what Psi averages over
 GAPS = {"error_gap": "test error - train error", "loss_gap": "test loss - train loss"}
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(MeasureSettings):
     """flatness-measures; the defaults are the full-size run (about 10 min with --jobs 2 on 2 cores)."""
 
     n_train: int = 1024  # stratified MNIST training subset
@@ -45,10 +45,6 @@ class Config:
     lrs: tuple[float, ...] = (0.02, 0.03, 0.05, 0.07, 0.1)  # the learning-rate axis
     target_loss: float = 0.01  # stop each run when the full training loss is <= this (Jiang et al.'s 0.01)
     epochs: int = 3000  # cap on the epochs
-    eps: float = 1e-3  # Keskar's epsilon (full space, L-BFGS-B, 10 iterations)
-    sigma: float = 1e-3  # standard deviation of the fixed Gaussian parameter noise
-    relative_sigma: float = 1e-2  # s of the magnitude-aware noise sigma_i = s |theta_i|
-    noise_samples: int = 16  # antithetic Monte-Carlo draws per noise average
     seed: int = 0  # first seed (initial parameters and batch order)
     seeds: int = 3  # number of seeds
     device: str = "cpu"  # "cpu" or "gpu"

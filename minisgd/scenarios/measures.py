@@ -17,6 +17,16 @@ from ..sharpness import (epsilon_sharpness, expected_sharpness, fisher_rao_norm,
 from ..spectrum import hessian_trace, top_eigenvalues
 
 
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """The settings of :func:`sharpness_measures` that a scenario's config shares (its config subclasses this)."""
+
+    eps: float = 1e-3  # Keskar's epsilon (full space, L-BFGS-B, 10 iterations)
+    sigma: float = 1e-3  # standard deviation of the fixed Gaussian parameter noise
+    relative_sigma: float = 1e-2  # s of the magnitude-aware noise sigma_i = s |theta_i|
+    noise_samples: int = 16  # antithetic Monte-Carlo draws per noise average
+
 @dataclass(frozen=True)
 class Measure:
     key: str

@@ -26,13 +26,13 @@ from ..landscape import evaluate
 from ..reparametrize import POSITIVELY_HOMOGENEOUS, opposite_factors, rescaling
 from . import Scenario
 from .common import host, markdown_table, mnist_network, pm, where
-from .measures import INVARIANT, KEYS, LABELS, sharpness_measures
+from .measures import INVARIANT, KEYS, LABELS, MeasureSettings, sharpness_measures
 
 REGIMES = ("sb", "lb")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(MeasureSettings):
     """reparametrization; the defaults are the full-size run (a few minutes with --jobs 2 on 2 cores)."""
 
     n_train: int = 1024  # stratified MNIST training subset
@@ -46,10 +46,6 @@ class Config:
     epochs: int = 1000  # cap on the epochs
     layers: tuple[int, ...] = (1, 2)  # alpha multiplies the first layer's weights, 1/alpha the second's
     alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)  # the rescaling factors (1 must be one)
-    eps: float = 1e-3  # Keskar's epsilon (full space, L-BFGS-B, 10 iterations)
-    sigma: float = 1e-3  # standard deviation of the fixed Gaussian parameter noise
-    relative_sigma: float = 1e-2  # s of the magnitude-aware noise sigma_i = s |theta_i|
-    noise_samples: int = 16  # antithetic Monte-Carlo draws per noise average
     seed: int = 0  # first seed (initial parameters and batch order)
     seeds: int = 3  # number of seeds
     device: str = "cpu"  # "cpu" or "gpu"
