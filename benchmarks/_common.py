@@ -298,22 +298,29 @@ def synthetic_data(np, N, d, K, seed=1, dtype="float64"):
     return X, y
 
 
+def flat_outputs(sizes, act):
+    """The network's outputs as a function of the flat theta, in minisgd's layout, for any array library whose
+    arrays slice, reshape and matmul like NumPy's (JAX, PyTorch): ``outputs(theta, X) -> (N, K)``."""
+    slices = layer_slices(sizes)
+
+    def outputs(theta, X):
+        a = X
+        for i, (fan_in, fan_out, start, stop) in enumerate(slices):
+            M = theta[start:stop].reshape(fan_in + 1, fan_out)  # (fan_in + 1, fan_out): weights, then bias row
+            z = a @ M[:-1] + M[-1]
+            a = act(z) if i < len(slices) - 1 else z
+        return a
+
+    return outputs
+
+
 # ----------------------------------------------------------------------------------------------
 # JAX twin: loss as a function of the flat theta (so jax.hessian is P x P in the same layout)
 # ----------------------------------------------------------------------------------------------
 
 def jax_functions(jax, sizes, activation="tanh"):
     jnp = jax.numpy
-    act = {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda z: z}[activation]
-    slices = layer_slices(sizes)
-
-    def outputs(theta, X):
-        a = X
-        for i, (fan_in, fan_out, start, stop) in enumerate(slices):
-            M = theta[start:stop].reshape(fan_in + 1, fan_out)
-            z = a @ M[:-1] + M[-1]
-            a = act(z) if i < len(slices) - 1 else z
-        return a
+    outputs = flat_outputs(sizes, {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda z: z}[activation])
 
     def per_example_loss(theta, x, y):
         """Loss of one example x: (d,), y: () int."""
@@ -354,16 +361,7 @@ def jax_compile(fn, *args):
 def torch_functions(torch, sizes, activation="tanh"):
     """Functional twin on the flat theta, for torch.func.hessian / vmap(grad)."""
     F = torch.nn.functional
-    act = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}[activation]
-    slices = layer_slices(sizes)
-
-    def outputs(theta, X):
-        a = X
-        for i, (fan_in, fan_out, start, stop) in enumerate(slices):
-            M = theta[start:stop].reshape(fan_in + 1, fan_out)
-            z = a @ M[:-1] + M[-1]
-            a = act(z) if i < len(slices) - 1 else z
-        return a
+    outputs = flat_outputs(sizes, {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}[activation])
 
     def loss(theta, X, y):
         return F.cross_entropy(outputs(theta, X), y)
