@@ -460,9 +460,9 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
             def batch_grad(th, Xb=Xb, yb=yb, shift=shift):
                 return net.loss_and_grad(th, Xb, yb)[1] + shift
 
-            # rho = 0 and one step (the default) is exactly opt.update(theta, g + xi_t, ...)
+            # rho = 0 and one step (the default) is exactly opt.update(theta, g + xi_t, ...); no O(P) add without xi_t
             theta, opt_state = proximal_step(batch_grad, theta, cfg.proximal, opt, opt_state, lr, cfg.proximal_steps,
-                                             grad_t=g + shift)
+                                             grad_t=g if noise is None else g + noise)
             _append(history, {"step": c.step, "epoch": c.epoch, "lr": lr, "batch_size": len(idx), "loss": loss,
                               "grad_norm": grad_norm, "examples": c.examples, "wall_time": time.perf_counter() - t0})
             c.step, c.step_in_epoch, c.examples = c.step + 1, c.step_in_epoch + 1, c.examples + len(idx)
