@@ -47,7 +47,7 @@ MEASURES = (("top_eigenvalue", "λ_max", 1.0, True), ("trace", "tr H", 1.0, True
 
 @dataclass(frozen=True)
 class Config:
-    """noise-temperature; the defaults are the full-size run (2.3M SGD steps: about 4 min with --jobs 2 on 2 idle
+    """noise-temperature; the defaults are the full-size run (2.3M SGD steps: 3.6 min with --jobs 2 on 2 quiet
     cores, 22 min on a machine at load 13)."""
 
     n_train: int = 4096  # stratified MNIST training subset (N)
