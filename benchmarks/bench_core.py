@@ -93,7 +93,7 @@ def rel_diff(np, A, B):
 def load_minisgd():
     try:
         import minisgd
-        from minisgd.mlp import MLP
+        from minisgd.core.mlp import MLP
         return minisgd, MLP
     except Exception as exc:  # the core is not written yet: competitors still run
         print(f"> minisgd not importable ({type(exc).__name__}: {exc}); its columns are n/a\n", file=sys.stderr)
@@ -137,7 +137,7 @@ def bench_hessian(np, MLP, jax, torch, cfg, R):
         res["minisgd_gemm_frac"] = res["minisgd_gflops"] / res["gemm_gflops"]
         res["minisgd_symmetry"] = rel_diff(np, H, H.T)
         try:  # the GEMM flops the block algorithm actually runs (lower triangle only), if the core says
-            from minisgd.hessian import hessian_flops
+            from minisgd.core.hessian import hessian_flops
             res["minisgd_actual_flops"] = float(hessian_flops(net, N))
             res["minisgd_actual_gemm_frac"] = res["minisgd_actual_flops"] / res["minisgd_time"] / 1e9 / res["gemm_gflops"]
         except Exception:
@@ -206,7 +206,7 @@ def table_hessian(r, R):
             f"= {r['gemm_gflops']:.1f} GFLOP/s. Losses at theta: numpy reference {r['loss_numpy_ref']:.12f}"
             + "".join(f", {k[5:]} {r[k]:.12f}" for k in ("loss_minisgd", "loss_jax", "loss_torch") if k in r) + ".\n")
     if "minisgd_actual_flops" in r:
-        head += (f"minisgd's GEMMs actually run {r['minisgd_actual_flops'] / 1e9:.1f} GFLOP (`minisgd.hessian.hessian_flops`): "
+        head += (f"minisgd's GEMMs actually run {r['minisgd_actual_flops'] / 1e9:.1f} GFLOP (`minisgd.core.hessian.hessian_flops`): "
                  f"{r['minisgd_actual_flops'] / r['minisgd_time'] / 1e9:.1f} GFLOP/s = "
                  f"{100 * r['minisgd_actual_gemm_frac']:.0f} % of the GEMM rate on the work done.\n")
     if "minisgd_symmetry" in r:
@@ -222,7 +222,7 @@ def memory_child(spec):
     """Runs in a subprocess: tracemalloc peak and RSS high-water increase of one net.hessian call."""
     import tracemalloc
     import numpy as np
-    from minisgd.mlp import MLP
+    from minisgd.core.mlp import MLP
     spec = json.loads(spec)
     sizes, N, act = spec["sizes"], spec["N"], spec["activation"]
     net = MLP(sizes, activation=act, loss="cross_entropy")

@@ -47,12 +47,12 @@ def main(argv=None):
         t_grad = best(lambda: net.loss_and_grad(theta, X, y))
         t_hvp = best(lambda: net.hvp(theta, X, y, v))
         start = time.perf_counter()
-        spec = ms.spectrum.top_eigenvalues(net, theta, X, y, k=1, tol=1e-4)
+        spec = ms.curvature.eigen.top_eigenvalues(net, theta, X, y, k=1, tol=1e-4)
         t_top = time.perf_counter() - start
         top[dtype] = spec.values[0]
         t_diag = best(lambda: net.hessian_diagonal(theta, X, y), repeats=1, warmup=0)
         start = time.perf_counter()
-        ms.spectrum.spectral_density(net, theta, X, y, num_probes=1, steps=30)
+        ms.curvature.eigen.spectral_density(net, theta, X, y, num_probes=1, steps=30)
         t_slq = time.perf_counter() - start
         rows.append([dtype, f"{t_grad:.3f}", f"{t_hvp:.3f} ({t_hvp / t_grad:.2f} grads)",
                      f"{t_top:.1f} ({spec.iterations} HVPs)", f"{spec.values[0]:.6f}", f"{t_diag:.2f}",

@@ -1,4 +1,4 @@
-"""Each Numba kernel of minisgd/kernels.py against its array-API twin, on the shapes the exact Hessian uses.
+"""Each Numba kernel of minisgd/core/kernels.py against its array-API twin, on the shapes the exact Hessian uses.
 
     python benchmarks/bench_kernels.py
 
@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from minisgd import kernels
+from minisgd.core import kernels
 
 
 def best_of(fn, repeats=15):
@@ -45,7 +45,7 @@ def main():
         t_kernel = best_of(lambda: kernels.symmetrize_from_lower_numba(H), 7)
         t_twin = best_of(lambda: kernels.symmetrize_from_lower_reference(H), 7)
         rows.append((f"symmetrize P = {P}", t_kernel, t_twin))
-    from minisgd import activations
+    from minisgd.core import activations
     for name in ("relu",):
         act = activations.get(name)
         for N in (256, 4096):

@@ -91,9 +91,9 @@ def main(argv=None):
     threads = C.set_threads(os.cpu_count() or 1)
     import numpy as np
 
-    from minisgd import scenarios
+    from minisgd import experiments
 
-    scenario = scenarios.get(args.scenario)
+    scenario = experiments.get(args.scenario)
     config = scenario.config(quick=True)
     n = len(scenario.grid(config))
     ways = {"serial": 1, "process pool": args.workers, "Dask local": args.workers}

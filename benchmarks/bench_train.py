@@ -1,10 +1,10 @@
-"""Overhead of the trainer: ``minisgd.train`` against a hand-written SGD loop on the same batches.
+"""Overhead of the trainer: ``minisgd.training.train`` against a hand-written SGD loop on the same batches.
 
     python benchmarks/bench_train.py              # 784-512-512-10 float32 MLP, batch 256 (about a minute on 2 cores)
     python benchmarks/bench_train.py --quick      # small net, seconds
 
 Both sides do the same work per step: gather the batch (the trainer's own index arrays, listed with
-``minisgd.train.batch_sequence``), ``net.loss_and_grad``, and the SGD update. The trainer also logs the minibatch
+``minisgd.training.train.batch_sequence``), ``net.loss_and_grad``, and the SGD update. The trainer also logs the minibatch
 loss, the gradient norm (one O(P) reduction), lr, batch size, examples and wall time each step. Columns:
 
 * ``hand loop``: ``loss, g = net.loss_and_grad(theta, X[idx], y[idx]); theta -= lr * g``;
@@ -32,7 +32,7 @@ QUICK = {"sizes": [784, 64, 10], "batch": 256, "steps": 40, "N": 4096}
 
 
 def hand_loop(net, theta, X, y, cfg, steps):
-    from minisgd.train import batch_sequence
+    from minisgd.training.train import batch_sequence
 
     idx_all = [i for e in range(steps // (len(X) // cfg.batch_size) + 1) for i in batch_sequence(cfg, len(X), e)]
     theta = theta.copy()
@@ -44,7 +44,7 @@ def hand_loop(net, theta, X, y, cfg, steps):
 
 
 def trainer(net, theta, X, y, cfg):
-    from minisgd.train import train
+    from minisgd.training.train import train
 
     t0, c0 = time.perf_counter(), time.process_time()
     r = train(net, theta, (X, y, X[:256], y[:256]), cfg, progress=False)
@@ -61,7 +61,7 @@ def main(argv=None):
     import numpy as np
 
     import minisgd as ms
-    from minisgd.train import TrainConfig
+    from minisgd.training.train import TrainConfig
     conf = QUICK if args.quick else FULL
     rng = np.random.default_rng(0)
     N, d = conf["N"], conf["sizes"][0]

@@ -14,34 +14,56 @@ Public API::
     G = net.per_example_grads(theta, X, y)          # (N, P)
     Hv = net.hvp(theta, X, y, V)                    # (P,) or (P, k)
     H = net.hessian(theta, X, y)                    # (P, P)
+    result = minisgd.training.train(net, theta, X, y, minisgd.TrainConfig(optimizer="adam", lr=1e-3, epochs=5))
+
+The parts, each a subpackage, imports pointing down only (``tests/test_architecture.py`` checks it):
+
+    minisgd.core        the hand-derived math: activations, losses, passes, backprop, hvp, hessian, mlp
+    minisgd.training    optimizers, sampling, schedules, train, checkpoints, callbacks, noise injection
+    minisgd.curvature   spectra (exact, Lanczos, SLQ), traces, sharpness measures, landscapes
+    minisgd.theory      closed forms to check against: gradient noise, linear stability, temperature, rescaling
+    minisgd.data        MNIST and synthetic problems, preprocessing
+    minisgd.experiments, minisgd.sweep, minisgd.cli, minisgd.plotting   the experiments and the interface
+
+``import minisgd`` loads the core and training only; the other subpackages load on first use (``minisgd.curvature``
+works as an attribute), and nothing here imports the interface, the experiments, matplotlib, tqdm or Dask.
 """
-from . import (activations, backend, callbacks, checkpoint, errors, landscape, losses, noise, optim, sampling, schedules,
-               reparametrize, sharpness, spectrum, stability, temperature)
-from .callbacks import GradientNoise, StopTraining, TopEigenvalue, every, gradient_noise, top_eigenvalue
-from .checkpoint import CheckpointError, ConfigMismatchError
-from .optim import SGD, Adam, Momentum, Nesterov, make_optimizer
-from .sampling import Sampler
-from .train import (DivergenceError, TrainConfig, TrainResult, batch_sequence, load_run, planned_steps,
-                    train)
-from .errors import (BackendUnavailableError, HessianTooLargeError, LabelError, NonFiniteError,
+import importlib
+
+from ._version import __version__
+from .core.hessian import hessian_flops, hessian_from_hvps, hessian_memory_bytes
+from .core.mlp import MLP, Layer
+from .errors import (BackendUnavailableError, CheckpointError, ConfigError, ConfigMismatchError, ConvergenceError,
+                     DataError, DivergenceError, HessianTooLargeError, LabelError, MinisgdError, NonFiniteError,
                      ShapeError)
-from .hessian import hessian_flops, hessian_from_hvps, hessian_memory_bytes
-from .mlp import MLP, Layer
+from .training.callbacks import GradientNoise, StopTraining, TopEigenvalue, every, gradient_noise, top_eigenvalue
+from .training.optim import SGD, Adam, Momentum, Nesterov, make_optimizer
+from .training.sampling import Sampler
+from .training.train import TrainConfig, TrainResult, batch_sequence, load_run, planned_steps, train
 
-from . import scenarios, sweep  # noqa: E402 (last: the scenarios use the names above)
+_SUBPACKAGES = ("backend", "core", "training", "curvature", "theory", "data", "errors", "testing")
 
-__version__ = "0.1.0"
+
+def __getattr__(name):
+    """``minisgd.curvature`` and the other library subpackages, imported on first use (PEP 562)."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'minisgd' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBPACKAGES))
+
 
 __all__ = [
     # the network and its curvature
     "MLP", "Layer", "hessian_from_hvps", "hessian_flops", "hessian_memory_bytes",
     # training
-    "TrainConfig", "TrainResult", "train", "DivergenceError", "load_run", "planned_steps", "batch_sequence",
+    "TrainConfig", "TrainResult", "train", "load_run", "planned_steps", "batch_sequence",
     "every", "StopTraining", "top_eigenvalue", "gradient_noise", "TopEigenvalue", "GradientNoise",
-    "SGD", "Momentum", "Nesterov", "Adam", "make_optimizer", "Sampler", "CheckpointError", "ConfigMismatchError",
+    "SGD", "Momentum", "Nesterov", "Adam", "make_optimizer", "Sampler",
     # errors
-    "ShapeError", "NonFiniteError", "LabelError", "HessianTooLargeError", "BackendUnavailableError",
-    # modules
-    "activations", "losses", "backend", "errors", "noise", "stability", "temperature", "reparametrize", "spectrum",
-    "sharpness", "landscape", "optim", "sampling", "schedules", "callbacks", "checkpoint", "sweep", "scenarios",
+    "MinisgdError", "ShapeError", "NonFiniteError", "LabelError", "ConfigError", "ConfigMismatchError", "DataError",
+    "HessianTooLargeError", "BackendUnavailableError", "CheckpointError", "DivergenceError", "ConvergenceError",
+    "__version__",
 ]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import MLP, activations
+from . import MLP
+from .core import activations
 from .testing import finite_difference_jacobian
 
 
@@ -73,10 +74,10 @@ def demo(args):
 # ---- scenarios -----------------------------------------------------------------------------------------------
 
 def list_scenarios(args):
-    from . import scenarios
-    width = max(len(n) for n in scenarios.names())
-    for name in scenarios.names():
-        sc = scenarios.get(name)
+    from . import experiments
+    width = max(len(n) for n in experiments.names())
+    for name in experiments.names():
+        sc = experiments.get(name)
         full, quick = len(sc.grid(sc.config())), len(sc.grid(sc.config(quick=True)))
         print(f"{name:<{width}}  {sc.description} [{full} points; --quick: {quick}]")
     return 0
@@ -130,16 +131,16 @@ def _executor(args):
 
 
 def run_scenario(args):
-    from . import scenarios, sweep
-    from .checkpoint import ConfigMismatchError
+    from . import experiments, sweep
+    from .training.checkpoint import ConfigMismatchError
     from .errors import ClusterError, ExtraNotInstalledError
     try:
-        scenario = scenarios.get(args.name)
+        scenario = experiments.get(args.name)
         if args.set == ["help"]:
             return _config_help(scenario)
         overrides = {k: v for k, v in (("seed", args.seed), ("seeds", args.seeds), ("device", args.device))
                      if v is not None}
-        overrides.update(scenarios.parse_overrides(scenario.config_class, args.set or []))
+        overrides.update(experiments.parse_overrides(scenario.config_class, args.set or []))
         config = scenario.config(quick=args.quick, **overrides)
     except (KeyError, ValueError, TypeError) as exc:
         return _error(exc.args[0] if exc.args else exc)
@@ -199,6 +200,12 @@ def show_run(args):
     for f in failures:
         print(f"  failed: {f['key']}: {f['error']}")
     return 0
+
+
+def run_script(path, argv=None):
+    """What ``scenarios/NAME.py`` runs: ``minisgd run NAME`` with the script's arguments, NAME from the file name."""
+    name = Path(path).stem.replace("_", "-")
+    return main(["run", name, *(sys.argv[1:] if argv is None else argv)])
 
 
 def main(argv=None):

@@ -1,6 +1,6 @@
 r"""The sweep runner: a scenario's grid of points on any executor, and the run folder it keeps.
 
-A scenario (:mod:`minisgd.scenarios`) gives ``grid(config) -> [point, ...]`` and a pure, top-level
+A scenario (:mod:`minisgd.experiments`) gives ``grid(config) -> [point, ...]`` and a pure, top-level
 ``run_point(point) -> result``. A *point* is a plain dict (config values and a ``seed``); a *result* is a dict
 of numbers, strings, lists and NumPy arrays, nested dicts allowed. Each point is one task: config and seed in,
 numbers out, no file written. The client alone (this module, in the calling process) writes the run folder::
@@ -14,7 +14,7 @@ numbers out, no file written. The client alone (this module, in the calling proc
     OUT/figures/NAME.png           the scenario's figures
 
 Each point is written as it arrives, NPZ first and JSON last, each to a temporary file renamed into place
-(``minisgd.checkpoint.atomic_write_bytes``), so the JSON's presence means the point is complete. Running the same
+(``minisgd.training.checkpoint.atomic_write_bytes``), so the JSON's presence means the point is complete. Running the same
 sweep again skips every point whose JSON is there, retries failed ones, and re-collects, re-summarizes and redraws
 from the stored points; the stored config must equal the new one (:class:`ConfigMismatchError` names the keys
 that differ).
@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .checkpoint import ConfigMismatchError, atomic_write_bytes
+from .training.checkpoint import ConfigMismatchError, atomic_write_bytes
 from .errors import ClusterError, ExtraNotInstalledError
 
 FORMAT = "minisgd-sweep"
@@ -277,7 +277,7 @@ def _check_workers(client):
     """Every connected worker has this version of minisgd (else each point would fail on unpickling its task)."""
     from importlib.metadata import version  # stdlib: sent by name, callable on any worker
 
-    from . import __version__ as here
+    from ._version import __version__ as here
     found = client.run(version, "minisgd", on_error="return")
     wrong = {w: v for w, v in found.items() if v != here}
     if wrong:

@@ -1,15 +1,12 @@
 """Gradient noise against the batch size (slope -1/2) and the cost of a step (slope 1), measured and predicted.
 
-    python scenarios/noise_scaling.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
+    python scenarios/noise_scaling.py [options]       is      minisgd run noise-scaling [options]
 
-is ``minisgd run noise-scaling [options]``;
-the experiment itself is ``minisgd/scenarios/noise_scaling.py`` (its config dataclass
-lists every key that --set takes; ``--set help`` prints them).
+The experiment is ``minisgd/experiments/noise_scaling.py``: its config dataclass lists every key ``--set`` takes.
 """
 import sys
 
-from minisgd.cli import main
+from minisgd.cli import run_script
 
 if __name__ == "__main__":
-    sys.exit(main(["run", "noise-scaling", *sys.argv[1:]]))
+    sys.exit(run_script(__file__))

@@ -1,15 +1,12 @@
 """Plain SGD at several temperatures eta / B (1 - B/N) and batch sizes: sharpness and test accuracy set by the ratio.
 
-    python scenarios/noise_temperature.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
+    python scenarios/noise_temperature.py [options]       is      minisgd run noise-temperature [options]
 
-is ``minisgd run noise-temperature [options]``;
-the experiment itself is ``minisgd/scenarios/noise_temperature.py`` (its config dataclass
-lists every key that --set takes; ``--set help`` prints them).
+The experiment is ``minisgd/experiments/noise_temperature.py``: its config dataclass lists every key ``--set`` takes.
 """
 import sys
 
-from minisgd.cli import main
+from minisgd.cli import run_script
 
 if __name__ == "__main__":
-    sys.exit(main(["run", "noise-temperature", *sys.argv[1:]]))
+    sys.exit(run_script(__file__))

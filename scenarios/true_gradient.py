@@ -1,15 +1,12 @@
 """The full training set's gradient against the population gradient: distance against N (slope -1/2).
 
-    python scenarios/true_gradient.py [--quick] [--seed S] [--seeds K] [--device cpu|gpu]
-        [--jobs J | --scheduler ADDRESS] [--out DIR] [--set key=value ...] [--plots DIR]
+    python scenarios/true_gradient.py [options]       is      minisgd run true-gradient [options]
 
-is ``minisgd run true-gradient [options]``;
-the experiment itself is ``minisgd/scenarios/true_gradient.py`` (its config dataclass
-lists every key that --set takes; ``--set help`` prints them).
+The experiment is ``minisgd/experiments/true_gradient.py``: its config dataclass lists every key ``--set`` takes.
 """
 import sys
 
-from minisgd.cli import main
+from minisgd.cli import run_script
 
 if __name__ == "__main__":
-    sys.exit(main(["run", "true-gradient", *sys.argv[1:]]))
+    sys.exit(run_script(__file__))

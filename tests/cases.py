@@ -9,7 +9,7 @@ of examples and a seed. ``case.problem()`` builds the network and a reproducible
 * ``X ~ N(0, 1)``; ``y`` integer labels in ``[0, K)`` for cross-entropy, ``N(0, 1)`` targets of shape
   ``(N, K)`` for mse (``(N,)`` for the ``label_1d`` case with K = 1).
 
-Coverage: depths 1-4, widths 2-10, every activation of ``minisgd.activations.NAMES``, both losses,
+Coverage: depths 1-4, widths 2-10, every activation of ``minisgd.core.activations.NAMES``, both losses,
 ``l2 = 0`` and ``l2 = 1e-2``. Every case has ``P <= 224`` so dense finite-difference Hessians
 (``2 P`` gradient evaluations) stay fast.
 

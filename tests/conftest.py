@@ -44,3 +44,24 @@ def case(request):
 def problem(case):
     """``Problem`` (net, theta, X, y) for ``case``, NumPy float64."""
     return case.problem()
+
+
+# Small networks with an L2 term and their dense Hessians: the reference for diagonals, traces and estimators.
+DENSE_NETS = [
+    ([5, 7, 6, 3], "tanh", "cross_entropy", 0.0),
+    ([4, 9, 2], "softplus", "mse", 1e-2),
+    ([6, 5, 5, 5, 4], "relu", "cross_entropy", 1e-3),
+]
+
+
+@pytest.fixture(params=DENSE_NETS, ids=lambda p: f"{p[1]}-{p[2]}-{len(p[0]) - 1}layers-l2={p[3]}")
+def dense_problem(request):
+    """``(net, theta, X, y, H)``: a perturbed initialization on 60 Gaussian examples and its exact Hessian."""
+    from minisgd import MLP
+    sizes, act, loss, l2 = request.param
+    rng = np.random.default_rng(11)
+    net = MLP(sizes, activation=act, loss=loss, l2=l2)
+    theta = net.init(seed=5) + 0.2 * rng.standard_normal(net.num_params)
+    X = rng.standard_normal((60, sizes[0]))
+    y = rng.integers(0, sizes[-1], 60) if loss == "cross_entropy" else rng.standard_normal((60, sizes[-1]))
+    return net, theta, X, y, net.hessian(theta, X, y)

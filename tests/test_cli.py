@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from minisgd import scenarios
+from minisgd import experiments
 from minisgd.cli import main
+from support import DATA_ROOT, needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("MINISGD_DATA") or REPO.parent / "shared" / "data")
-needs_mnist = pytest.mark.skipif(not (DATA_ROOT / "mnist").is_dir(),
-                                 reason=f"MNIST not found in {DATA_ROOT / 'mnist'} (set MINISGD_DATA)")
 TINY = ["--seeds", "1", "--set", "classes=3", "n_train=600", "hidden=8", "epochs=5"]  # a spectrum run of seconds
 
 
@@ -27,7 +25,7 @@ def offline_mnist(monkeypatch):
 def test_list(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [ln.split()[0] for ln in lines] == scenarios.names()  # the order is pinned in test_scenarios.py
+    assert [ln.split()[0] for ln in lines] == experiments.names()  # the order is pinned in experiments/test_registry.py
     assert "[10 points; --quick: 4]" in lines[0]
 
 

@@ -27,7 +27,8 @@ except ImportError as exc:  # CI installs the extra: a missing Dask must fail lo
     raise ImportError("tests/test_dask.py needs Dask: pip install -e '.[dev,dist]' (the README's test command)") \
         from exc
 
-from minisgd import scenarios, sweep
+from minisgd import sweep
+from minisgd import experiments
 from minisgd.cli import main
 from test_sweep import TOY, ToyConfig
 
@@ -178,7 +179,7 @@ def test_sweep_on_a_dask_cluster_equals_the_serial_run_to_the_bit(cluster, seria
 def test_local_cluster_runs_the_cli_with_one_blas_thread_share_per_worker(tmp_path, capsys, monkeypatch):
     """``--scheduler local:2`` through the CLI, on the toy scenario (registered for this test only): the serial
     results, and workers started with cores // 2 BLAS threads."""
-    monkeypatch.setitem(scenarios.SCENARIOS, "toy", replace(TOY, config_class=ToyCliConfig))
+    monkeypatch.setitem(experiments.SCENARIOS, "toy", replace(TOY, config_class=ToyCliConfig))
     monkeypatch.setenv("PYTHONPATH", _env(threads=1)["PYTHONPATH"])  # the workers import the toy from tests/
     assert main(["run", "toy", "--out", str(tmp_path / "serial")]) == 0
     assert main(["run", "toy", "--out", str(tmp_path / "local"), "--scheduler", "local:2"]) == 0

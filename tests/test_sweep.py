@@ -10,8 +10,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from minisgd import sweep
-from minisgd.checkpoint import ConfigMismatchError
-from minisgd.scenarios import Scenario
+from minisgd.training.checkpoint import ConfigMismatchError
+from minisgd.experiments import Scenario
 
 CALLS = []  # the points run in this process (serial executor)
 STOP = {"seed": None}  # this seed raises KeyboardInterrupt (a sweep stopped by the user), in this process

@@ -14,20 +14,22 @@ classification, targets (N, K) float64 for regression.
 
 Modules: :mod:`.idx` (IDX reader and checksums), :mod:`.download` (mirrors, retries, atomic write),
 :mod:`.mnist` (locating and loading), :mod:`.preprocess` (recorded, deterministic steps),
-:mod:`.synthetic` and :mod:`.mixture` (problems with a known population), :mod:`.dataset`.
+:mod:`.synthetic` and :mod:`.mixture` (problems with a known population), :mod:`.dataset`, :mod:`.augment`
+(random image shifts, a batch transform the trainer applies). The teacher-student problem, whose teacher is a
+network, lives in :mod:`minisgd.theory.teacher_student`: data knows no model.
 """
 
 from .dataset import TASKS, Dataset, Population, format_record
 from .download import download_file
-from .errors import ChecksumError, DataError, DownloadError
+from ..errors import ChecksumError, DataError, DownloadError
 from .idx import read_idx
-from .mixture import BayesError, GaussianMixture, make_gaussian_mixture
+from .mixture import BayesErrorRate, GaussianMixture, make_gaussian_mixture
 from .mnist import (KNOWN_SHA256, MNIST_FILES, MNIST_MIRRORS, MNIST_SHA256, data_home, dataset_folder,
                     download_mnist, load_mnist, read_mnist)
 from .preprocess import (PCA, Standardizer, avg_pool, avg_pool_images, fit_pca, pca, scale, select_classes,
                          standardize, stratified_indices, stratified_subset, validation_split)
-from .synthetic import (Estimate, LinearGaussian, TeacherStudent, TwoSpirals, estimate_mean,
-                        make_linear_gaussian, make_teacher_student, make_two_spirals)
+from .synthetic import (Estimate, LinearGaussian, TwoSpirals, as_generator, estimate_mean, make_linear_gaussian,
+                        make_two_spirals, seed_streams)
 
 __all__ = [
     # dataset
@@ -41,7 +43,7 @@ __all__ = [
     "scale", "standardize", "avg_pool", "pca", "select_classes", "stratified_subset", "validation_split",
     "avg_pool_images", "fit_pca", "PCA", "Standardizer", "stratified_indices",
     # synthetic problems
-    "TeacherStudent", "LinearGaussian", "TwoSpirals", "GaussianMixture", "BayesError", "Estimate",
-    "estimate_mean", "make_teacher_student", "make_linear_gaussian", "make_two_spirals",
+    "LinearGaussian", "TwoSpirals", "GaussianMixture", "BayesErrorRate", "Estimate",
+    "estimate_mean", "make_linear_gaussian", "make_two_spirals", "as_generator", "seed_streams",
     "make_gaussian_mixture",
 ]

@@ -15,6 +15,8 @@ Everything here is a pure function of its arguments: the random shifts of a batc
 ``numpy.random.default_rng(seed)`` (the trainer passes ``[STREAM, seed, step]``), so a resumed run sees the
 same augmented batches. Inputs are ``X: (N, H * W)`` rows of row-major images, NumPy or CuPy.
 """
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..backend import device_of, namespace
@@ -65,3 +67,32 @@ def random_shifts(X, image_shape, max_shift, seed):
     ``{-max_shift, ..., max_shift}^2`` (:func:`random_shift_offsets` with ``seed``), zero fill."""
     _check(X, image_shape, max_shift)
     return shift_images(X, image_shape, random_shift_offsets(X.shape[0], max_shift, seed))
+
+
+@dataclass(frozen=True)
+class RandomShifts:
+    """A batch transform for :class:`minisgd.TrainConfig` (``augment=RandomShifts(1, (14, 14))``): every image of
+    the batch shifted by its own random offset in ``{-max_shift..max_shift}^2``, zero fill.
+
+    ``transform(X_B, seed)`` with the trainer's ``seed = [seed, t]`` draws the offsets from
+    ``default_rng([STREAM, seed, t])``, so a resumed run sees the same batches; ``to_dict()`` is what the trainer
+    stores with its config and compares on resume."""
+
+    max_shift: int  # k: offsets uniform on {-k, ..., k} in each direction
+    image_shape: tuple  # (H, W) of the flattened images (after any pooling)
+
+    def __post_init__(self):
+        shape = tuple(int(s) for s in self.image_shape)
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"image_shape must be (H, W) with H, W >= 1, got {self.image_shape!r}")
+        if int(self.max_shift) != self.max_shift or not 0 <= self.max_shift < min(shape):
+            raise ValueError(f"max_shift must be an integer in [0, {min(shape)}) for images of shape {shape}, "
+                             f"got {self.max_shift!r}")
+        object.__setattr__(self, "image_shape", shape)
+        object.__setattr__(self, "max_shift", int(self.max_shift))
+
+    def __call__(self, X, seed):
+        return random_shifts(X, self.image_shape, self.max_shift, [STREAM, *seed])
+
+    def to_dict(self):
+        return {"transform": "random_shifts", "max_shift": self.max_shift, "image_shape": list(self.image_shape)}

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = ["Dataset", "Population", "TASKS", "format_record"]
 

@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import DataError, DownloadError
+from ..errors import DataError, DownloadError
 
 __all__ = ["download_file", "progress_enabled"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ChecksumError, DataError
+from ..errors import ChecksumError, DataError
 
 __all__ = [
     "IDX_DTYPES",

@@ -32,10 +32,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .dataset import Dataset
-from .errors import DataError
-from .synthetic import _streams, as_generator
+from ..errors import DataError
+from .synthetic import as_generator, seed_streams
 
-__all__ = ["GaussianMixture", "BayesError", "make_gaussian_mixture", "chi_cdf", "normal_cdf"]
+__all__ = ["GaussianMixture", "BayesErrorRate", "make_gaussian_mixture", "chi_cdf", "normal_cdf"]
 
 _erf_object = np.frompyfunc(math.erf, 1, 1)
 
@@ -71,7 +71,7 @@ def chi_cdf(R, r: int) -> np.ndarray:
     return np.where(finite, np.clip(out, 0.0, 1.0), 1.0)
 
 
-class BayesError(NamedTuple):
+class BayesErrorRate(NamedTuple):
     """The Bayes error ``value``, its ``stderr`` (0 when exact; an error estimate for quadrature), ``method``."""
 
     value: float
@@ -116,12 +116,12 @@ class GaussianMixture:
         scores = X @ self.means.T - 0.5 * np.sum(self.means**2, axis=1)
         return np.argmax(scores, axis=1).astype(np.int64)
 
-    def bayes_error(self, *, grid: int = 1 << 14, n_directions: int = 400_000, rng=0) -> BayesError:
+    def bayes_error(self, *, grid: int = 1 << 14, n_directions: int = 400_000, rng=0) -> BayesErrorRate:
         """The Bayes error; the method (exact, quadrature, Monte Carlo) depends on K and the means' span."""
         K = self.num_classes
         if K == 2:
             gap = float(np.linalg.norm(self.means[1] - self.means[0]))
-            return BayesError(float(normal_cdf(-gap / (2 * self.sigma))), 0.0, "closed form")
+            return BayesErrorRate(float(normal_cdf(-gap / (2 * self.sigma))), 0.0, "closed form")
         rng = as_generator(rng)
         right, var, methods = [], [], set()
         for k in range(K):
@@ -130,7 +130,7 @@ class GaussianMixture:
             var.append(v)
             methods.add(m)
         # Classes are estimated from independent draws, so their variances add.
-        return BayesError(1.0 - float(np.mean(right)), math.sqrt(sum(var)) / K, "+".join(sorted(methods)))
+        return BayesErrorRate(1.0 - float(np.mean(right)), math.sqrt(sum(var)) / K, "+".join(sorted(methods)))
 
     def _p_right(self, k: int, grid: int, n_directions: int, rng) -> tuple[float, float, str]:
         """P(right | k) and an error variance for it (0 when exact)."""
@@ -170,7 +170,7 @@ def make_gaussian_mixture(K: int = 2, d: int = 2, *, separation: float = 3.0, si
     random unit vector, so the Bayes error is Φ(-separation / (2 sigma)) exactly; for K > 2,
     means ~ N(0, separation² / (2d) I_d), so that E||mu_i - mu_j||² = separation².
     """
-    problem_rng, train_rng, test_rng = _streams(seed, 3)
+    problem_rng, train_rng, test_rng = seed_streams(seed, 3)
     means_given = means is not None
     if means is None:
         if K == 2:

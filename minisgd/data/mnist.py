@@ -33,7 +33,7 @@ import numpy as np
 from . import preprocess
 from .dataset import Dataset
 from .download import download_file
-from .errors import DataError
+from ..errors import DataError
 from .idx import expected_sums, read_idx
 
 __all__ = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dataset import Dataset
-from .errors import DataError
+from ..errors import DataError
 
 __all__ = [
     "scale",

@@ -1,7 +1,7 @@
 """Fixtures for the data-layer tests: where the real MNIST files are, and a loopback HTTP server.
 
-The real files: ``$MINISGD_DATA`` when set (the folder that contains ``mnist/``), else ``<repo>/../shared/data``;
-tests that need them skip, saying why, only when neither holds the four files.
+The real files: where the library looks (``$MINISGD_DATA``, else the user cache), else ``<repo>/../shared/data``
+(:func:`support.find_mnist_root`); tests that need them skip, saying why, only when none holds the four files.
 
 Nothing here reaches the network: the HTTP server listens on 127.0.0.1 only, and ``MINISGD_OFFLINE=1`` is set
 for every test, so a load that would fall back to downloading from the public mirrors fails instead.
@@ -11,29 +11,14 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
 import threading
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+from support import find_mnist_root
+
 SERVER_LIFETIME_S = 120  # a server that a failing test forgot to stop shuts itself down after this
-
-
-def _has_mnist(root: Path) -> bool:
-    folder = root / "mnist"
-    return all((folder / s).is_file() or (folder / f"{s}.gz").is_file() for s in MNIST_STEMS)
-
-
-def _find_mnist_root() -> tuple[Path | None, str]:
-    env = os.environ.get("MINISGD_DATA")
-    candidates = ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]
-    for root in candidates:
-        if _has_mnist(root):
-            return root, ""
-    return None, f"real MNIST files not found in {' or '.join(str(c / 'mnist') for c in candidates)}; set MINISGD_DATA"
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +34,7 @@ def _offline(monkeypatch):
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The folder that contains ``mnist/`` with the real files."""
-    root, why = _find_mnist_root()
+    root, why = find_mnist_root()
     if root is None:
         pytest.skip(why)
     return root

@@ -1,0 +1,250 @@
+r"""The multilayer perceptron: a flat parameter vector with named views per layer, and its derivatives.
+
+``MLP`` is a small immutable description (sizes, activation, loss, L2); every method is a pure function of
+``theta: (P,)`` and the data, so Hessians, interpolation and optimizers are plain linear algebra on
+``theta``. The derivatives live in their own modules (``backprop``, ``hvp``, ``hessian``); this file checks
+the inputs once, before any heavy work, and hands over.
+
+Layout of ``theta``: layer after layer, the ``(n_{l-1} + 1, n_l)`` matrix :math:`[W_l; b_l]` flattened
+row-major, i.e. ``W_l.ravel()`` followed by ``b_l``.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import activations, backprop, hessian, hvp, losses
+from ..backend import namespace, to_device
+from ..errors import NonFiniteError, ShapeError
+from .passes import forward_pass
+
+INIT_SCHEMES = ("lecun", "glorot", "he")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Where layer ``name``'s parameters sit in ``theta``: ``theta[start:stop]`` is ``[W; b]`` row-major."""
+
+    name: str
+    fan_in: int
+    fan_out: int
+    start: int
+    stop: int
+
+    @property
+    def size(self):
+        return self.stop - self.start
+
+
+class MLP:
+    """A fully connected network ``sizes = [d, n_1, ..., K]`` with one activation on every hidden layer.
+
+    Example::
+
+        net = MLP([64, 32, 32, 10], activation="tanh", loss="cross_entropy", l2=0.0)
+        theta = net.init(seed=0)               # (P,) float64
+        loss, grad = net.loss_and_grad(theta, X, y)
+    """
+
+    def __init__(self, sizes, activation="tanh", loss="cross_entropy", l2=0.0):
+        sizes = tuple(int(s) for s in sizes)
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must list at least an input and an output width, all >= 1; got {sizes}")
+        if not (l2 >= 0 and math.isfinite(l2)):
+            raise ValueError(f"l2 must be a finite number >= 0, got {l2!r}")
+        self.sizes = sizes
+        self.activation = activations.get(activation)
+        self.loss_fn = losses.get(loss)
+        self.l2 = float(l2)
+        layers, start = [], 0
+        for l, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+            stop = start + (fan_in + 1) * fan_out
+            layers.append(Layer(f"layer{l}", fan_in, fan_out, start, stop))
+            start = stop
+        self.layers = tuple(layers)
+        self.num_params = start
+
+    def __repr__(self):
+        return (f"MLP(sizes={list(self.sizes)}, activation={self.activation.name!r}, "
+                f"loss={self.loss_fn.name!r}, l2={self.l2}) with P={self.num_params} parameters")
+
+    @property
+    def num_layers(self):
+        return len(self.layers)
+
+    # ---- parameters ------------------------------------------------------------------------------
+
+    def unflatten(self, theta):
+        """``[(W_l: (n_{l-1}, n_l), b_l: (n_l,)), ...]``, views into ``theta`` where the backend allows."""
+        xp = namespace(theta)
+        params = []
+        for layer in self.layers:
+            split = layer.start + layer.fan_in * layer.fan_out
+            W = xp.reshape(theta[layer.start:split], (layer.fan_in, layer.fan_out))
+            params.append((W, theta[split:layer.stop]))
+        return params
+
+    def flatten(self, params):
+        """Inverse of ``unflatten``: a list of ``(W, b)`` to the flat ``theta: (P,)``."""
+        xp = namespace(*[a for pair in params for a in pair])
+        return xp.concat([piece for W, b in params for piece in (xp.reshape(W, (-1,)), b)])
+
+    def init(self, seed=0, scheme="lecun", dtype="float64", device="cpu"):
+        r"""Random ``theta``: weights :math:`\mathcal N(0, s^2)`, biases zero, from ``numpy.random.default_rng(seed)``.
+
+        lecun: :math:`s^2 = 1/n_{in}`; glorot: :math:`s^2 = 2/(n_{in} + n_{out})`; he: :math:`s^2 = 2/n_{in}`.
+        The draw is made in float64 on the CPU and then cast and moved, so a seed gives the same network on
+        every device and dtype.
+        """
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(f"unknown init scheme {scheme!r}; choose one of {', '.join(INIT_SCHEMES)}")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        rng = np.random.default_rng(seed)
+        theta = np.zeros(self.num_params)
+        for layer in self.layers:
+            var = {"lecun": 1.0 / layer.fan_in, "glorot": 2.0 / (layer.fan_in + layer.fan_out),
+                   "he": 2.0 / layer.fan_in}[scheme]
+            n_weights = layer.fan_in * layer.fan_out
+            theta[layer.start:layer.start + n_weights] = rng.normal(0.0, math.sqrt(var), n_weights)
+        return to_device(theta.astype(dtype), device)
+
+    # ---- input checks --------------------------------------------------------------------------------
+
+    def _checked(self, theta, X, y=None, need_targets=True):
+        """Validate and canonicalize the inputs; every public method starts here."""
+        try:
+            xp = namespace(theta, X) if y is None else namespace(theta, X, y)
+        except TypeError as exc:
+            raise TypeError("theta, X and y must come from the same array library and device; move them with "
+                            f"minisgd.backend.to_device ({exc})") from None
+        P, d = self.num_params, self.sizes[0]
+        if theta.ndim != 1 or theta.shape[0] != P:
+            raise ShapeError(f"theta must have shape ({P},) for {self!r}, got shape {tuple(theta.shape)}")
+        if not xp.isdtype(theta.dtype, "real floating"):
+            raise TypeError(f"theta must be real floating (float32 or float64), got dtype {theta.dtype}")
+        if X.ndim != 2 or X.shape[1] != d:
+            raise ShapeError(f"X must have shape (N, {d}) for a network with {d} inputs, got shape {tuple(X.shape)}")
+        if X.shape[0] == 0:
+            raise ShapeError("X holds no examples (N = 0)")
+        if not xp.isdtype(X.dtype, "real floating"):
+            raise TypeError(f"X must be real floating, got dtype {X.dtype}; scale integer pixels to floats first "
+                            "(e.g. X / 255.0, or the preprocessing in minisgd.data)")
+        if not bool(xp.all(xp.isfinite(theta))):
+            raise NonFiniteError(f"theta contains {int(xp.sum(~xp.isfinite(theta)))} NaN or inf entries; "
+                                 "a diverged run? restart from the last finite parameters")
+        if not bool(xp.all(xp.isfinite(X))):
+            raise NonFiniteError(f"X contains NaN or inf in {int(xp.sum(~xp.all(xp.isfinite(X), axis=1)))} rows; "
+                                 "drop or impute them before training")
+        if X.dtype != theta.dtype:
+            X = xp.astype(X, theta.dtype)
+        if need_targets:
+            if y is None:
+                raise ShapeError("targets y are required")
+            y = self.loss_fn.check_targets(y, X.shape[0], self.sizes[-1])
+            if xp.isdtype(y.dtype, "real floating") and y.dtype != theta.dtype:
+                y = xp.astype(y, theta.dtype)
+        return theta, X, y
+
+    def _checked_directions(self, theta, V):
+        P = self.num_params
+        if V.ndim not in (1, 2) or V.shape[0] != P:
+            raise ShapeError(f"V must have shape ({P},) or ({P}, k), got shape {tuple(V.shape)}")
+        xp = namespace(theta, V)
+        if not bool(xp.all(xp.isfinite(V))):
+            raise NonFiniteError("V contains NaN or inf")
+        return V if V.dtype == theta.dtype else xp.astype(V, theta.dtype)
+
+    # ---- values ----------------------------------------------------------------------------------------
+
+    def forward(self, theta, X):
+        """Outputs ``z_L: (N, K)`` (logits for cross-entropy)."""
+        theta, X, _ = self._checked(theta, X, need_targets=False)
+        return forward_pass(self.unflatten(theta), X, self.activation, order=0).outputs
+
+    def predict(self, theta, X):
+        """Class labels ``(N,)`` for cross-entropy, outputs ``(N, K)`` for mse."""
+        Z = self.forward(theta, X)
+        return namespace(Z).argmax(Z, axis=1) if self.loss_fn.name == "cross_entropy" else Z
+
+    def per_example_losses(self, theta, X, y):
+        r"""``(N,)`` per-example losses :math:`\ell_n` (without the L2 term)."""
+        theta, X, y = self._checked(theta, X, y)
+        Z = forward_pass(self.unflatten(theta), X, self.activation, order=0).outputs
+        return self.loss_fn.value(Z, y)
+
+    def loss(self, theta, X, y):
+        r"""Mean loss plus L2, :math:`\frac1N \sum_n \ell_n + \frac{\lambda}{2}\lVert\theta\rVert^2`, as a float."""
+        xp = namespace(theta)
+        value = xp.mean(self.per_example_losses(theta, X, y))
+        if self.l2:
+            value = value + 0.5 * self.l2 * xp.sum(theta * theta)
+        return float(value)
+
+    def accuracy(self, theta, X, y):
+        """Fraction of examples whose arg-max output is the label (cross-entropy only)."""
+        if self.loss_fn.name != "cross_entropy":
+            raise ValueError("accuracy is defined for classification (loss='cross_entropy') only")
+        theta, X, y = self._checked(theta, X, y)
+        Z = forward_pass(self.unflatten(theta), X, self.activation, order=0).outputs
+        xp = namespace(Z)
+        return float(xp.mean(xp.astype(xp.argmax(Z, axis=1) == y, Z.dtype)))
+
+    # ---- derivatives -----------------------------------------------------------------------------------
+
+    def loss_and_grad(self, theta, X, y):
+        """Mean loss (float) and its gradient ``(P,)``; see ``minisgd.core.backprop``."""
+        return backprop.loss_and_grad(self, *self._checked(theta, X, y))
+
+    def per_example_grads(self, theta, X, y):
+        """``(N, P)`` per-example gradients (L2 included, so their mean is the gradient)."""
+        return backprop.per_example_grads(self, *self._checked(theta, X, y))
+
+    def weighted_gradient(self, theta, X, y, w):
+        r"""``(P,)`` :math:`\sum_n w_n \nabla(\ell_n + \frac{\lambda}{2}\lVert\theta\rVert^2)` for ``w: (N,)``,
+        in one backward pass; see ``minisgd.core.backprop.weighted_gradient``."""
+        theta, X, y = self._checked(theta, X, y)
+        xp = namespace(theta, w)
+        if w.ndim != 1 or w.shape[0] != X.shape[0]:
+            raise ShapeError(f"w must have shape ({X.shape[0]},), one weight per example, got shape {tuple(w.shape)}")
+        if not bool(xp.all(xp.isfinite(w))):
+            raise NonFiniteError("the weights w contain NaN or inf")
+        return backprop.weighted_gradient(self, theta, X, y, xp.astype(w, theta.dtype))
+
+    def per_example_grad_norms(self, theta, X, y):
+        """``(N,)`` norms of the per-example gradients, without forming them."""
+        return backprop.per_example_grad_norms(self, *self._checked(theta, X, y))
+
+    def output_jacobian(self, theta, X):
+        """``(N, K, P)`` Jacobian of the outputs with respect to ``theta``, per example."""
+        theta, X, _ = self._checked(theta, X, need_targets=False)
+        return backprop.output_jacobian(self, theta, X)
+
+    def hvp(self, theta, X, y, V):
+        """Hessian-vector products ``H @ V`` for ``V: (P,)`` or ``(P, k)``; see ``minisgd.core.hvp``."""
+        theta, X, y = self._checked(theta, X, y)
+        return hvp.hessian_vector_product(self, theta, X, y, self._checked_directions(theta, V))
+
+    def per_example_hvps(self, theta, X, y, v):
+        """``(N, P)`` per-example Hessian-vector products ``(H_n + l2 I) v`` for one ``v: (P,)``."""
+        theta, X, y = self._checked(theta, X, y)
+        v = self._checked_directions(theta, v)
+        if v.ndim != 1:
+            raise ShapeError(f"per_example_hvps takes one direction v of shape ({self.num_params},)")
+        return hvp.per_example_hvps(self, theta, X, y, v)
+
+    def hessian_diagonal(self, theta, X, y):
+        """``(P,)`` exact diagonal of the Hessian, without forming it; see ``minisgd.core.hessian``."""
+        return hessian.hessian_diagonal(self, *self._checked(theta, X, y))
+
+    def hessian(self, theta, X, y, max_memory=None):
+        """Exact Hessian ``(P, P)`` of the mean loss plus L2; see ``minisgd.core.hessian``."""
+        return hessian.hessian(self, *self._checked(theta, X, y), part="full", max_memory=max_memory)
+
+    def gauss_newton(self, theta, X, y, max_memory=None):
+        r"""Gauss-Newton matrix ``(P, P)``: :math:`\frac1N \sum_n J_n^T A_n J_n + \lambda I`."""
+        return hessian.hessian(self, *self._checked(theta, X, y), part="gauss_newton", max_memory=max_memory)
+
+    def residual(self, theta, X, y, max_memory=None):
+        r"""Residual ``(P, P)`` = Hessian - Gauss-Newton: :math:`\frac1N\sum_n\sum_k \partial_k\ell_n \nabla^2 z_{L,k}`."""
+        return hessian.hessian(self, *self._checked(theta, X, y), part="residual", max_memory=max_memory)

@@ -1,0 +1,265 @@
+r"""Eigenvalues of the Hessian: exact (``eigh`` of the dense matrix) or Lanczos on Hessian-vector products.
+
+Lanczos (with full reorthogonalization) builds an orthonormal basis :math:`Q_m` of the Krylov space
+:math:`\{q, Hq, \dots, H^{m-1} q\}` in which :math:`Q_m^T H Q_m = T_m` is tridiagonal; the eigenvalues of
+:math:`T_m` (Ritz values) converge to the extreme eigenvalues of :math:`H` first. For a Ritz pair
+:math:`(\theta_i, Q_m s_i)` the residual is exactly :math:`\lVert H Q_m s_i - \theta_i Q_m s_i \rVert =
+\beta_m |s_{m,i}|` (Golub & Van Loan, *Matrix Computations*, 10.1.4), which is the convergence test here.
+Full reorthogonalization (twice, "twice is enough") keeps :math:`Q_m` orthonormal to rounding, so no
+spurious copies of converged eigenvalues appear.
+
+Contract (as scipy's ``eigsh`` states its own): ``values`` are returned in descending order for
+``which="largest"`` and ascending for ``which="smallest"``; ``vectors[:, i]`` belongs to ``values[i]``;
+without convergence a ``ConvergenceError`` carries the partial result.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..backend import available_memory, device_of, namespace, to_numpy
+from ..core.hessian import PARTS, hessian_memory_bytes
+from ..errors import ConvergenceError
+
+METHODS = ("auto", "exact", "lanczos")
+WHICH = ("largest", "smallest")
+
+
+@dataclass
+class Spectrum:
+    """Eigenvalues ``values: (k,)`` (and ``vectors: (P, k)`` on request) and how they were obtained.
+
+    method: "exact" (dense eigh) or "lanczos"; iterations: Lanczos steps (HVPs), 0 for exact;
+    residuals: ``(k,)`` bounds on ``|H v - lambda v|`` (exact: computed; Lanczos: beta_m |s_m|).
+    """
+
+    values: np.ndarray
+    vectors: object = None
+    method: str = "exact"
+    iterations: int = 0
+    residuals: np.ndarray = None
+    which: str = "largest"
+
+
+
+def _lanczos_iterations(matvec, q0, max_iter):
+    """Yield ``(m, alphas, betas, Q)`` after each Lanczos step with full reorthogonalization (twice).
+
+    ``Q: (max_iter + 1, P)`` holds the basis in its first rows; ``betas[m - 1]`` is the norm of the next
+    residual, zero (to rounding) when the Krylov space is exhausted.
+    """
+    xp = namespace(q0)
+    P = q0.shape[0]
+    Q = xp.zeros((max_iter + 1, P), dtype=q0.dtype, device=device_of(q0))
+    Q[0, :] = q0 / xp.linalg.vector_norm(q0)
+    alphas, betas = [], []
+    for j in range(max_iter):
+        w = matvec(Q[j, :])
+        alphas.append(float(xp.sum(w * Q[j, :])))
+        for _ in range(2):
+            w = w - (Q[: j + 1, :].T @ (Q[: j + 1, :] @ w))
+        beta = float(xp.linalg.vector_norm(w))
+        betas.append(beta)
+        if beta > 0:
+            Q[j + 1, :] = w / beta
+        yield j + 1, alphas, betas, Q
+
+
+def lanczos(matvec, q0, k=1, which="largest", max_iter=None, tol=1e-8, return_vectors=False):
+    r"""The ``k`` extreme eigenpairs of a symmetric operator from ``matvec(v: (P,)) -> (P,)``.
+
+    q0: ``(P,)`` start vector (any nonzero; normalized here). Stops when the ``k`` wanted Ritz values have
+    residual bounds :math:`\beta_m |s_{m,i}| \le \mathrm{tol} \cdot \max_j |\theta_j|`, or when the Krylov
+    space is exhausted (an invariant subspace: the Ritz values are then exact). ``max_iter`` defaults to
+    ``min(P, max(4 k + 40, 100))``.
+    """
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    P = q0.shape[0]
+    if not 1 <= k <= P:
+        raise ValueError(f"k must lie in [1, P = {P}], got {k}")
+    max_iter = min(P, max(4 * k + 40, 100)) if max_iter is None else min(P, max(k, max_iter))
+    for m, alphas, betas, Q in _lanczos_iterations(matvec, q0, max_iter):
+        if m < k and betas[-1] > 0:
+            continue
+        theta, S, bounds = _ritz(alphas, betas, k, which)
+        scale = max(abs(theta).max(), np.finfo(np.float64).tiny)
+        if betas[-1] <= 1e-12 * scale or np.all(bounds <= tol * scale):
+            return _spectrum(Q[:m, :], theta, S, bounds, m, which, return_vectors)
+    partial = _spectrum(Q[:max_iter, :], theta, S, bounds, max_iter, which, return_vectors)
+    raise ConvergenceError(
+        f"Lanczos did not converge in {max_iter} iterations: residual bounds {bounds} against tolerance "
+        f"{tol:g} x {max(abs(theta)):.3g}; raise max_iter or tol (the partial result is in .partial)", partial)
+
+
+def _ritz(alphas, betas, k, which):
+    """Ritz values ``(k,)``, their vectors in the Lanczos basis ``S: (m, k)`` and residual bounds."""
+    m = len(alphas)
+    T = np.diag(alphas) + np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)
+    theta, S = np.linalg.eigh(T)  # ascending
+    pick = slice(None, None, -1) if which == "largest" else slice(None)
+    theta, S = theta[pick][:k], S[:, pick][:, :k]
+    return theta, S, np.abs(betas[m - 1] * S[m - 1, :])
+
+
+def _spectrum(Q, theta, S, bounds, iterations, which, return_vectors):
+    vectors = None
+    if return_vectors:
+        xp = namespace(Q)
+        vectors = Q.T @ xp.asarray(S, dtype=Q.dtype, device=device_of(Q))  # (P, k)
+    return Spectrum(values=theta, vectors=vectors, method="lanczos", iterations=iterations,
+                    residuals=bounds, which=which)
+
+
+def exact_spectrum(H, k=None, which="largest", return_vectors=False):
+    """All (or the ``k`` extreme) eigenpairs of a dense symmetric ``H: (P, P)`` by ``eigh``."""
+    xp = namespace(H)
+    if return_vectors:
+        w, V = xp.linalg.eigh(H)
+    else:
+        w, V = xp.linalg.eigvalsh(H), None
+    w = to_numpy(w)
+    order = np.arange(w.shape[0])[::-1] if which == "largest" else np.arange(w.shape[0])
+    order = order[:k] if k is not None else order
+    values = w[order]
+    if V is not None:
+        V = xp.take(V, xp.asarray(order.copy(), device=device_of(V)), axis=1)
+    return Spectrum(values=values, vectors=V, method="exact", iterations=0, which=which,
+                    residuals=np.zeros_like(values))
+
+
+def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", return_vectors=False,
+                     seed=0, tol=1e-8, max_iter=None, max_memory=None, part="full"):
+    """The ``k`` extreme Hessian eigenvalues (``k=None``: all, exact only), exactly or by Lanczos.
+
+    ``method="auto"`` forms the Hessian when it and ``eigh``'s work space (about twice the matrix) fit in
+    memory, else runs Lanczos on ``net.hvp``; ``Spectrum.method`` says which was used. ``part`` takes the
+    spectrum of the Hessian (``"full"``), its Gauss-Newton part or its residual (exact route only).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    xp = namespace(theta)
+    itemsize = 4 if theta.dtype == xp.float32 else 8
+    if method == "auto":
+        need = hessian_memory_bytes(net, X.shape[0], itemsize) + 2 * itemsize * net.num_params ** 2
+        have = available_memory(xp) if max_memory is None else max_memory
+        method = "exact" if need <= have else "lanczos"
+    if method == "exact":
+        H = {"full": net.hessian, "gauss_newton": net.gauss_newton, "residual": net.residual}[part](
+            theta, X, y, max_memory=max_memory)
+        return exact_spectrum(H, k, which, return_vectors)
+    if k is None or part != "full":
+        raise ValueError("the whole spectrum (k=None) and the Gauss-Newton or residual parts need method='exact' "
+                         "(Lanczos here runs on Hessian-vector products of the full Hessian)")
+    q0 = np.random.default_rng(seed).standard_normal(net.num_params)
+    q0 = xp.asarray(q0, dtype=theta.dtype, device=device_of(theta))
+    return lanczos(lambda v: net.hvp(theta, X, y, v), q0, k, which, max_iter, tol, return_vectors)
+
+
+def top_eigenvalues(net, theta, X, y, k=1, seed=0, tol=1e-6, max_iter=None):
+    """The ``k`` largest Hessian eigenvalues by Lanczos on HVPs (cheap: no ``P x P`` matrix)."""
+    return hessian_spectrum(net, theta, X, y, k=k, which="largest", method="lanczos", seed=seed, tol=tol,
+                            max_iter=max_iter)
+
+
+@dataclass
+class SpectralDensity:
+    """Stochastic Lanczos quadrature: per probe, Ritz values ``nodes: (num_probes, m)`` with Gaussian
+    quadrature ``weights`` (each row sums to 1), and the smoothed density on ``grid``."""
+
+    grid: np.ndarray
+    density: np.ndarray
+    nodes: np.ndarray
+    weights: np.ndarray
+    sigma: float
+
+
+def spectral_density(net, theta, X, y, num_probes=10, steps=80, grid_size=1000, sigma=None, seed=0):
+    r"""Eigenvalue density of the Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019).
+
+    For a unit probe :math:`q`, ``steps`` Lanczos steps give :math:`T_m = S \Theta S^T`; then
+    :math:`q^T f(H) q \approx \sum_i \tau_i^2 f(\theta_i)` with :math:`\tau_i = S_{1i}`, exact for
+    polynomials of degree :math:`\le 2m - 1`. Averaging over Gaussian probes estimates
+    :math:`\frac1P \mathrm{tr} f(H)`; with :math:`f` a Gaussian kernel of width ``sigma`` (default: 1% of
+    the spectral range) it gives the density :math:`\phi(t) = \frac1P \sum_j \mathcal N(t; \lambda_j, \sigma^2)`,
+    which integrates to one.
+    """
+    xp = namespace(theta)
+    P = net.num_params
+    steps = min(steps, P)
+    rng = np.random.default_rng(seed)
+    nodes = np.zeros((num_probes, steps))
+    weights = np.zeros((num_probes, steps))
+    for p in range(num_probes):
+        q0 = xp.asarray(rng.standard_normal(P), dtype=theta.dtype, device=device_of(theta))
+        for m, alphas, betas, _ in _lanczos_iterations(lambda v: net.hvp(theta, X, y, v), q0, steps):
+            if betas[-1] <= 1e-12 * max(abs(a) for a in alphas):
+                break  # Krylov space exhausted: the quadrature is exact
+        T = np.diag(alphas) + np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)
+        theta_p, S = np.linalg.eigh(T)
+        nodes[p, :m], weights[p, :m] = theta_p, S[0, :] ** 2
+    lo, hi = nodes[weights > 0].min(), nodes[weights > 0].max()
+    sigma = 0.01 * max(hi - lo, 1e-12) if sigma is None else sigma
+    grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, grid_size)
+    kernel = np.exp(-0.5 * ((grid[:, None, None] - nodes[None]) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    density = np.sum(kernel * weights[None], axis=(1, 2)) / num_probes
+    return SpectralDensity(grid, density, nodes, weights, sigma)
+
+
+def hessian_trace(net, theta, X, y):
+    """Exact trace of the Hessian, from its diagonal (O(N P) work, no ``P x P`` matrix)."""
+    return float(namespace(theta).sum(net.hessian_diagonal(theta, X, y)))
+
+
+@dataclass
+class Estimate:
+    """A Monte-Carlo or over-subsets estimate: ``mean``, its standard error or spread, and the samples."""
+
+    mean: float
+    stderr: float
+    samples: np.ndarray
+
+
+def hutchinson_trace(net, theta, X, y, num_probes=64, batch=16, seed=0):
+    r"""Hutchinson's estimator :math:`\mathrm{tr} H = \mathbb E[v^T H v]`, Rademacher :math:`v`, with its
+    standard error :math:`\mathrm{sd}(v^T H v)/\sqrt{n}`. The probes go ``batch`` at a time through one HVP."""
+    xp = namespace(theta)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for start in range(0, num_probes, batch):
+        k = min(batch, num_probes - start)
+        V = xp.asarray(rng.choice([-1.0, 1.0], size=(net.num_params, k)), dtype=theta.dtype,
+                       device=device_of(theta))
+        samples.append(to_numpy(xp.sum(V * net.hvp(theta, X, y, V), axis=0)))
+    samples = np.concatenate(samples)
+    stderr = samples.std(ddof=1) / np.sqrt(samples.size) if samples.size > 1 else float("inf")
+    return Estimate(float(samples.mean()), float(stderr), samples)
+
+
+def layer_spectra(net, theta, X, y, k=None, max_memory=None):
+    """Eigenvalues (descending) of each layer's diagonal block ``H_ll`` of the exact Hessian: per-layer
+    sharpness. Returns ``{layer name: values}``."""
+    H = net.hessian(theta, X, y, max_memory=max_memory)
+    return {layer.name: exact_spectrum(H[layer.start:layer.stop, layer.start:layer.stop], k).values
+            for layer in net.layers}
+
+
+def over_subsets(measure, X, y, num_subsets=5, subset_size=None, seed=0):
+    """``measure(X_s, y_s) -> float`` on disjoint random subsets: mean, spread (std over subsets), values.
+
+    A curvature measured on a small Hessian batch can vary tenfold between batches; this says by how much.
+    ``subset_size`` defaults to ``N // num_subsets``.
+    """
+    xp = namespace(X)
+    N = X.shape[0]
+    size = N // num_subsets if subset_size is None else subset_size
+    if size < 1 or size * num_subsets > N:
+        raise ValueError(f"{num_subsets} disjoint subsets of {size} examples need more than the {N} given")
+    order = np.random.default_rng(seed).permutation(N)
+    values = []
+    for s in range(num_subsets):
+        idx = xp.asarray(order[s * size:(s + 1) * size], device=device_of(X))
+        values.append(float(measure(xp.take(X, idx, axis=0), xp.take(y, idx, axis=0))))
+    values = np.asarray(values)
+    return Estimate(float(values.mean()), float(values.std(ddof=1)) if num_subsets > 1 else 0.0, values)

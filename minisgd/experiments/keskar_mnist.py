@@ -1,0 +1,294 @@
+r"""keskar-mnist: small batch (256) against large batch (10% of the training set) on MNIST, with Adam and plain SGD.
+
+Keskar et al. 2017 (*On Large-Batch Training for Deep Learning: Generalization Gap and Sharp Minima*), section 2 and
+Tables 2-4, network F1, reproduced on the CPU. For each optimizer and seed, one point:
+
+1. draw the initial parameters (seed), and train a small-batch (SB, B = 256) and a large-batch (LB, B = 10% of
+   the training set = 6,000) copy from that same start for the same number of epochs (20), with the same
+   learning rate: the protocol of the paper's public code for its parametric plots
+   (github.com/keskarnitish/large-batch-training: Keras Adam, ``nb_epoch = 20``, one saved starting point for
+   both runs), which tunes nothing per regime;
+2. measure each minimizer: final train and test loss and accuracy on the full splits; the top Hessian
+   eigenvalue (Lanczos on exact HVPs) and Keskar's epsilon-sharpness (metric 2.1, L-BFGS-B, 10 iterations)
+   at eps 1e-3 and 5e-4, in the full space and in a random 100-dimensional subspace (the paper's p = 100);
+   all on a fixed, seeded subset of 5,000 training images, in float64, to bound the cost (the paper used
+   the whole training set);
+3. the parametric plot (paper's Figure 3): train and test loss and accuracy along
+   theta(alpha) = alpha theta_LB + (1 - alpha) theta_SB, alpha in [-1, 2], 25 points, train on a fixed subset of
+   10,000 images and test on all 10,000.
+
+The network: the paper's F1 is a fully connected MNIST network of 5 hidden layers of 512 ReLU units with batch
+normalization (their Table 1). minisgd has no batch normalization, so F1 itself is out of reach; we keep its width
+and activation and use two hidden layers, 784-512-512-10 (P = 669,706, He init): the classic MNIST MLP, which
+trains reliably without normalization, and whose 20-epoch runs and Hessian-vector products fit the CPU budget
+(1-1.5 min a training run on one core; five layers would be P = 1.46M, 2.2x the cost per step). Training is in
+float32 (half the time); every measurement is in float64.
+
+``--set epochs=25 decay_epochs=5`` adds five epochs at a tenth of the learning rate to both regimes, which settles
+the last iterate of small-batch Adam (its test accuracy otherwise varies by +-0.3 points with where the final step
+lands in Adam's oscillation).
+
+Learning rates: Adam 1e-3 (the Keras default the paper's code uses); plain SGD 0.1 (a common MNIST step size;
+SGD is not in the paper's tables). With plain SGD, LB makes 200 updates of step 0.1 in 20 epochs and is still
+far from a minimizer; the summary says so when its training accuracy is low, because then its test accuracy
+measures optimization, not generalization.
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..training.train import train, TrainConfig
+from ..curvature.landscape import interpolate
+from ..training.schedules import StepDecay
+from ..curvature.sharpness import epsilon_sharpness, random_subspace
+from ..curvature.eigen import hessian_trace, top_eigenvalues
+from . import Scenario
+from .inputs import as_float64, host, mnist_network, subset_indices, take
+from .report import epoch_means, markdown_table, mean_std, pm, where
+
+# Keskar et al. 2017, network F1 (Adam, 5 runs, mean ± std), from the paper's Table 2 (accuracy, %), Table 3 (full
+# space) and Table 4 (random 100-dimensional subspace), eps = 1e-3.
+PAPER_F1 = {
+    "train_acc": {"SB": (99.66, 0.05), "LB": (99.92, 0.01)},
+    "test_acc": {"SB": (98.03, 0.07), "LB": (97.81, 0.07)},
+    "full_0.001": {"SB": (1.23, 0.83), "LB": (232.25, 15.13)},
+    "subspace_0.001": {"SB": (0.11, 0.00), "LB": (9.22, 0.56)},
+}
+
+
+def _paper_line():
+    p = PAPER_F1
+    f = lambda key, g: f"{p[key][g][0]:.2f} ± {p[key][g][1]:.2f}"  # noqa: E731
+    return (f"Paper (F1 with batch normalization, Adam, 5 runs): train acc SB {f('train_acc', 'SB')}, LB "
+            f"{f('train_acc', 'LB')}; test acc SB {f('test_acc', 'SB')}, LB {f('test_acc', 'LB')}; eps-sharpness "
+            f"1e-3 full space SB {f('full_0.001', 'SB')}, LB {f('full_0.001', 'LB')}; 100-dim subspace SB "
+            f"{f('subspace_0.001', 'SB')}, LB {f('subspace_0.001', 'LB')}.")
+
+
+@dataclass(frozen=True)
+class Config:
+    """keskar-mnist; the defaults are the full-size run (about 20 min with --jobs 2 on 2 cores)."""
+
+    hidden: tuple[int, ...] = (512, 512)  # hidden widths (ReLU): 784-512-512-10, F1's width without its BN
+    activation: str = "relu"  # hidden nonlinearity
+    init: str = "he"  # initializer ("lecun", "glorot", "he")
+    n_train: int | None = None  # training images (a stratified subset); None: all 60,000
+    pool: int = 1  # average pooling of the images (1: 28x28 inputs; 2: 14x14)
+    small_batch: int = 256  # SB batch size (the paper's)
+    large_fraction: float = 0.1  # LB batch size as a fraction of the training set (the paper's 10%)
+    optimizers: tuple[str, ...] = ("adam", "sgd")  # "adam" (the paper's) and plain "sgd"
+    adam_lr: float = 1e-3  # Adam step size (Keras default, as in the paper's code)
+    sgd_lr: float = 0.1  # plain SGD step size
+    epochs: int = 20  # epochs for both SB and LB, from the same start (the paper's code: 20)
+    decay_epochs: int = 0  # lr / 10 for the last this many epochs, in both regimes; 0: constant (the paper's code)
+    dtype: str = "float32"  # training dtype; every measurement is made in float64
+    sharpness_examples: int | None = 5000  # fixed training subset for sharpness and eigenvalue; None: all
+    eps: tuple[float, ...] = (1e-3, 5e-4)  # epsilon-sharpness box sizes (the paper's)
+    subspace_dim: int = 100  # dimension p of the random subspace (the paper's 100)
+    sharpness_maxiter: int = 10  # L-BFGS-B iterations (the paper's 10)
+    alphas: int = 25  # points of the parametric plot on [alpha_min, alpha_max] (the paper's 25)
+    alpha_min: float = -1.0
+    alpha_max: float = 2.0
+    interp_train_examples: int | None = 10000  # training subset for the parametric plot; None: all
+    seed: int = 0  # first seed (init, batch order, random subspace)
+    seeds: int = 5  # number of seeds: seed, seed + 1, ...
+    device: str = "cpu"  # "cpu" or "gpu"
+
+    def __post_init__(self):
+        unknown = sorted(set(self.optimizers) - {"adam", "sgd"})
+        if unknown:
+            raise ValueError(f"optimizers must be among ('adam', 'sgd'), got {unknown}")
+        if not 0 <= self.decay_epochs < self.epochs:
+            raise ValueError(f"decay_epochs must lie in [0, epochs = {self.epochs}), got {self.decay_epochs}")
+        if not 0 < self.large_fraction <= 1:
+            raise ValueError(f"large_fraction must lie in (0, 1], got {self.large_fraction}")
+
+
+QUICK = dict(n_train=6000, pool=2, hidden=(128, 128), epochs=16, sharpness_examples=1000, subspace_dim=20,
+             alphas=13, interp_train_examples=2000, seeds=2)
+
+
+def grid(config):
+    base = {k: v for k, v in asdict(config).items() if k not in ("optimizers", "seeds", "seed")}
+    return [{**base, "optimizer": opt, "seed": config.seed + s} for opt in config.optimizers
+            for s in range(config.seeds)]
+
+
+def _measure(net, theta, Xs, ys, eps_list, basis, maxiter, seed):
+    """Top eigenvalue and epsilon-sharpness (full space and subspace, each eps) of ``theta`` on ``(Xs, ys)``."""
+    th = as_float64(theta)
+    out = {"top_eigenvalue": float(top_eigenvalues(net, th, Xs, ys, k=1, seed=seed).values[0]),
+           "trace": hessian_trace(net, th, Xs, ys)}
+    fallbacks = 0
+    for eps in eps_list:
+        for space, kwargs in (("full", {}), ("subspace", {"basis": basis})):
+            s = epsilon_sharpness(net, th, Xs, ys, eps=eps, maxiter=maxiter, seed=seed, **kwargs)
+            out[f"{space}_{eps:g}"] = float(s.value)
+            fallbacks += int(s.fell_back)
+    out["sharpness_fallbacks"] = fallbacks
+    return out
+
+
+def run_point(point):
+    """Train SB and LB from one start with one optimizer; measure both; the parametric curve between them."""
+    p = point
+    net, theta0, (X, y, Xt, yt) = mnist_network(p)
+    N = X.shape[0]
+    large = int(round(p["large_fraction"] * N))
+    lr = p["adam_lr"] if p["optimizer"] == "adam" else p["sgd_lr"]
+    decay = p.get("decay_epochs", 0)
+    if decay:
+        lr = StepDecay(lr, milestones=(p["epochs"] - decay,), gamma=0.1, unit="epoch")
+    sub = subset_indices(N, p["sharpness_examples"])
+    Xs, ys = take(X, sub).astype("float64"), take(y, sub)
+    basis = random_subspace(net.num_params, p["subspace_dim"], seed=p["seed"])
+    if p["device"] != "cpu":
+        from ..backend import to_device
+        basis = to_device(basis, p["device"])
+    out, thetas = {"num_params": net.num_params, "n_train": N}, {}
+    for regime, batch in (("sb", p["small_batch"]), ("lb", large)):
+        cfg = TrainConfig(optimizer=p["optimizer"], lr=lr, batch_size=batch, epochs=p["epochs"], seed=p["seed"],
+                          eval_every=None)
+        result = train(net, theta0, (X, y, Xt, yt), cfg, progress=False)
+        h = result.history
+        out[regime] = {"batch_size": batch, "steps": result.step, "train_seconds": result.wall_time,
+                       "train_loss": h["train_loss"][-1], "train_acc": h["train_acc"][-1],
+                       "test_loss": h["test_loss"][-1], "test_acc": h["test_acc"][-1],
+                       "epoch_loss": epoch_means(h), "theta_norm": float(np.linalg.norm(host(result.theta))),
+                       "distance_from_init": float(np.linalg.norm(host(result.theta - theta0))),
+                       **_measure(net, result.theta, Xs, ys, p["eps"], basis, p["sharpness_maxiter"], p["seed"])}
+        thetas[regime] = result.theta
+    out["distance_sb_lb"] = float(np.linalg.norm(host(thetas["lb"] - thetas["sb"])))
+    idx = subset_indices(N, p["interp_train_examples"], seed=1)
+    curve = interpolate(net, thetas["sb"], thetas["lb"], (take(X, idx), take(y, idx), Xt, yt),
+                        alphas=np.linspace(p["alpha_min"], p["alpha_max"], p["alphas"]))
+    out["parametric"] = {k: host(getattr(curve, k)) for k in
+                         ("alphas", "train_loss", "test_loss", "train_accuracy", "test_accuracy")}
+    return out
+
+
+# ---- summary -----------------------------------------------------------------------------------------------------
+
+def _arch(config):
+    return "-".join(map(str, [(28 // config.pool) ** 2, *config.hidden, 10]))
+
+
+def _values(records, regime, key, scale=1.0):
+    return np.array([r["result"][regime][key] * scale for r in records], dtype=float)
+
+
+def summarize(config, records):
+    eps_keys = [f"{space}_{eps:g}" for space in ("full", "subspace") for eps in config.eps]
+    tables = {"accuracy": [], "sharpness": [], "top_eigenvalue": [], "checks": []}
+    lines = [f"Network {_arch(config)} {config.activation}, "
+             f"{records[0]['result']['num_params']:,} parameters; {records[0]['result']['n_train']:,} training "
+             f"images; SB batch {config.small_batch}, LB batch {records[0]['result']['lb']['batch_size']}; "
+             f"{config.epochs} epochs each from the same start"
+             f"{f' (lr / 10 for the last {config.decay_epochs})' if config.decay_epochs else ', constant lr'}; "
+             "sharpness and eigenvalue on "
+             f"{config.sharpness_examples or 'all'} training images (float64). Mean ± std over seeds.", ""]
+    for opt in config.optimizers:
+        rs = where(records, optimizer=opt)
+        if not rs:
+            continue
+        row = {"optimizer": opt, "seeds": len(rs)}
+        for split in ("train", "test"):
+            for regime in ("sb", "lb"):
+                row[f"{split} acc {regime.upper()} (%)"] = pm(_values(rs, regime, f"{split}_acc", 100))
+        tables["accuracy"].append(row)
+        srow = {"optimizer": opt}
+        for key in eps_keys:
+            for regime in ("sb", "lb"):
+                srow[f"{key} {regime.upper()}"] = pm(_values(rs, regime, key))
+        tables["sharpness"].append(srow)
+        sb_l, lb_l = _values(rs, "sb", "top_eigenvalue"), _values(rs, "lb", "top_eigenvalue")
+        tables["top_eigenvalue"].append({"optimizer": opt, "SB": pm(sb_l, digits=3), "LB": pm(lb_l, digits=3),
+                                         "LB / SB": pm(lb_l / sb_l, digits=2)})
+        gap = _values(rs, "sb", "test_acc", 100) - _values(rs, "lb", "test_acc", 100)  # paired by seed
+        spread = max(mean_std(_values(rs, "sb", "test_acc", 100))[1], mean_std(_values(rs, "lb", "test_acc", 100))[1])
+        lb_train = mean_std(_values(rs, "lb", "train_acc", 100))[0]
+        tables["checks"].append({
+            "optimizer": opt,
+            "LB sharper (top eigenvalue), seeds": f"{int(np.sum(lb_l > sb_l))}/{len(rs)}",
+            "LB sharper (eps 1e-3, full), seeds":
+                f"{int(np.sum(_values(rs, 'lb', eps_keys[0]) > _values(rs, 'sb', eps_keys[0])))}/{len(rs)}",
+            "test acc SB - LB (points)": pm(gap),
+            "largest std over seeds": f"{spread:.2f}",
+            "gap > spread": "yes" if mean_std(gap)[0] > spread else "no",
+            "LB train acc (%)": f"{lb_train:.2f}",
+        })
+    lines += ["## Accuracy (layout of the paper's Table 2)", "", markdown_table(tables["accuracy"]), ""]
+    lines += ["## Epsilon-sharpness, in percent (Tables 3 and 4: full space and random subspace of dimension "
+              f"{config.subspace_dim})", "", markdown_table(tables["sharpness"]), ""]
+    lines += ["## Top Hessian eigenvalue", "", markdown_table(tables["top_eigenvalue"]), ""]
+    lines += ["## What the results show", "", markdown_table(tables["checks"]), ""]
+    for opt in config.optimizers:
+        rs = where(records, optimizer=opt)
+        if rs and mean_std(_values(rs, "lb", "train_acc", 100))[0] < 99.0:
+            lines.append(f"- {opt}: LB reaches only {mean_std(_values(rs, 'lb', 'train_acc', 100))[0]:.1f}% training "
+                         f"accuracy in {config.epochs} epochs ({rs[0]['result']['lb']['steps']} updates): it is not "
+                         "at a minimizer, so its lower test accuracy is (at least in part) an optimization gap, "
+                         "not the generalization gap of the paper.")
+    para = [_parametric_asymmetry(where(records, optimizer=opt)) for opt in config.optimizers]
+    for opt, text in zip(config.optimizers, para):
+        if text:
+            lines.append(f"- {opt}, parametric plot: {text}")
+    lines += ["", _paper_line(), ""]
+    return tables, "\n".join(lines)
+
+
+def _parametric_asymmetry(records):
+    """How fast the training loss rises one step beyond each minimizer along the line (alpha = -1 and 2 sides)."""
+    if not records:
+        return ""
+    par = [r["result"]["parametric"] for r in records]
+    a = par[0]["alphas"]
+    i0, i1 = int(np.argmin(np.abs(a))), int(np.argmin(np.abs(a - 1)))
+    j_sb, j_lb = int(np.argmin(np.abs(a + 0.5))), int(np.argmin(np.abs(a - 1.5)))
+    rise_sb = np.array([p["train_loss"][j_sb] - p["train_loss"][i0] for p in par])
+    rise_lb = np.array([p["train_loss"][j_lb] - p["train_loss"][i1] for p in par])
+    return (f"training loss rises by {pm(rise_sb, digits=3)} half a segment beyond SB (alpha = {a[j_sb]:.2f}) and by "
+            f"{pm(rise_lb, digits=3)} half a segment beyond LB (alpha = {a[j_lb]:.2f}): "
+            f"{'the LB side is the steep one' if np.mean(rise_lb) > np.mean(rise_sb) else 'no sharp LB side'}.")
+
+
+def figures(config, records):
+    from ..plotting import parametric_plot, compare_regimes
+    opts = [o for o in config.optimizers if where(records, optimizer=o)]
+    names = {"adam": "Adam", "sgd": "SGD"}
+    curves = {}
+    for opt in opts:
+        par = [r["result"]["parametric"] for r in where(records, optimizer=opt)]
+        curves[f"{names.get(opt, opt)} (lr {config.adam_lr if opt == 'adam' else config.sgd_lr:g})"] = {
+            k: np.stack([p[k] for p in par]) for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")}
+    alphas = where(records, optimizer=opts[0])[0]["result"]["parametric"]["alphas"]
+    arch = _arch(config)
+    fig_par = parametric_plot(alphas, curves, title=f"Keskar's parametric plot, MNIST {arch} {config.activation}: "
+                              f"SB (B = {config.small_batch}) at α = 0, LB "
+                              f"(B = {records[0]['result']['lb']['batch_size']}) at α = 1")
+
+    def per_group(key, scale=1.0):
+        return {names.get(o, o): {"SB": _values(where(records, optimizer=o), "sb", key, scale),
+                                  "LB": _values(where(records, optimizer=o), "lb", key, scale)} for o in opts}
+    eps0 = config.eps[0]
+    measures = {
+        "top Hessian eigenvalue": {"ylabel": "λ_max (loss / parameter²)", "log": True,
+                                   "values": per_group("top_eigenvalue")},
+        f"ε-sharpness, full space, ε = {eps0:g}": {"ylabel": "φ (% of 1 + loss)", "log": True,
+                                                    "values": per_group(f"full_{eps0:g}")},
+        f"ε-sharpness, {config.subspace_dim}-dim subspace, ε = {eps0:g}": {
+            "ylabel": "φ (% of 1 + loss)", "log": True, "values": per_group(f"subspace_{eps0:g}")},
+        "test accuracy": {"ylabel": "accuracy (%)", "values": per_group("test_acc", 100)},
+        "training accuracy": {"ylabel": "accuracy (%)", "values": per_group("train_acc", 100)},
+        "final training loss": {"ylabel": "cross-entropy (nats)", "log": True, "values": per_group("train_loss")},
+    }
+    fig_cmp = compare_regimes(measures, [names.get(o, o) for o in opts],
+                              title=f"SB against LB on MNIST ({arch}, {config.epochs} epochs each; mean ± std over "
+                                    f"{len(where(records, optimizer=opts[0]))} seeds, dots: seeds)")
+    return {"parametric": fig_par, "sb_vs_lb": fig_cmp}
+
+
+SCENARIO = Scenario(
+    name="keskar-mnist",
+    description="Keskar et al. 2017 on MNIST: SB (256) vs LB (10%), Adam and SGD, accuracy, sharpness, parametric plot",
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)

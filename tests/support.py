@@ -1,0 +1,57 @@
+"""What the tests share besides the math cases (``cases.py``): where MNIST is, and the experiments' quick sweeps.
+
+MNIST is found where the library looks for it: ``$MINISGD_DATA`` when set, else the user cache that
+``minisgd run`` downloads into (:func:`minisgd.data.data_home`), else ``../shared/data`` beside the checkout (this
+project's machines). Tests that need it skip, saying where they looked, only when none holds the four files.
+"""
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from minisgd.data.mnist import MNIST_FILES, data_home
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _has_mnist(root):
+    folder = Path(root) / "mnist"
+    return all((folder / stem).is_file() or (folder / f"{stem}.gz").is_file() for stem in MNIST_FILES.values())
+
+
+def find_mnist_root():
+    """``(root, why)``: the folder that contains ``mnist/`` with the four files, or ``None`` and where we looked."""
+    candidates = [data_home(), REPO.parent / "shared" / "data"]
+    for root in candidates:
+        if _has_mnist(root):
+            return root, ""
+    return None, (f"MNIST not found in {' or '.join(str(c / 'mnist') for c in candidates)}; set MINISGD_DATA to the "
+                  "folder that contains mnist/, or run `minisgd run keskar-mnist --quick` once online")
+
+
+DATA_ROOT, _WHY = find_mnist_root()
+needs_mnist = pytest.mark.skipif(DATA_ROOT is None, reason=_WHY)
+
+
+@contextmanager
+def quick_sweep(name, folder):
+    """Scenario ``name``'s --quick sweep into ``folder``, MNIST read offline from :data:`DATA_ROOT`, on a pool of 2
+    worker processes with one BLAS thread each (as `minisgd run --jobs 2`: robust to a busy machine, where a
+    2-thread BLAS slows down many times): yields ``(config, report)``."""
+    from minisgd import experiments, sweep
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINISGD_DATA", str(DATA_ROOT))
+        mp.setenv("MINISGD_OFFLINE", "1")
+        with sweep.process_pool(2, threads=1) as pool:
+            sc = experiments.get(name)
+            config = sc.config(quick=True)
+            yield config, sweep.run_sweep(sc, config, folder, executor=pool)
+
+
+def check_run_folder(report):
+    """The run folder of a finished sweep holds its results and figures, and its summary reports no failure."""
+    assert report.ok, [f["error"] for f in report.failures]
+    out = Path(report.out)
+    assert (out / "results.json").is_file() and (out / "results.npz").is_file()
+    assert report.figures and all(p.read_bytes()[:4] == b"\x89PNG" for p in report.figures)
+    assert "The summary failed" not in report.summary and "Drawing the figures failed" not in report.summary
