@@ -17,7 +17,7 @@ numbers out, no file written. The client alone (this module, in the calling proc
     OUT/.lock                      held by the sweep writing the folder
 
 Each point is written as it arrives, NPZ first and JSON last, each to a temporary file renamed into place
-(:func:`minisgd.training.storage.atomic_write_bytes`), so the JSON's presence means the point is complete. Running the
+(``minisgd.training.storage.atomic_write_bytes``), so the JSON's presence means the point is complete. Running the
 same sweep again skips every point whose JSON is there and checks out (its seal, its key, its NPZ's SHA-256, its
 arrays), moves a damaged, swapped or half-written one aside to ``points/damaged/`` and recomputes it, retries failed
 ones, and re-collects, re-summarizes and redraws from the stored points; the stored config must equal the new one
