@@ -114,7 +114,9 @@ def _executor(args):
     workers and dashboard are announced here)."""
     from . import sweep
     if args.scheduler:
-        with sweep.dask_client(args.scheduler) as client:
+        tls = (args.tls_ca, args.tls_cert, args.tls_key)
+        security = sweep.tls_security(*tls) if any(tls) else None
+        with sweep.dask_client(args.scheduler, security=security) as client:
             info = client.scheduler_info()
             workers = len(info.get("workers", {}))
             wait = "" if workers else "; the points wait until a worker connects"
@@ -132,8 +134,8 @@ def _executor(args):
 
 def run_scenario(args):
     from . import experiments, sweep
-    from .training.checkpoint import ConfigMismatchError
-    from .errors import ClusterError, ExtraNotInstalledError
+    from .errors import (ClusterError, ConfigMismatchError, CorruptFileError, ExtraNotInstalledError, FolderInUseError,
+                         StorageError)
     try:
         scenario = experiments.get(args.name)
         if args.set == ["help"]:
@@ -165,12 +167,13 @@ def run_scenario(args):
         with _executor(args) as executor:
             report = sweep.run_sweep(scenario, config, out, executor=executor, progress=args.progress,
                                      on_failure=_print_failure)
-    except (ConfigMismatchError, ExtraNotInstalledError, ClusterError) as exc:
+    except (ConfigMismatchError, ExtraNotInstalledError, ClusterError, CorruptFileError, FolderInUseError,
+            StorageError) as exc:
         return _error(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"\nstopped; the finished points are in {out}/points: run the same command to resume",
               file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     print(report.summary)
     if args.plots and report.figures:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
@@ -186,20 +189,26 @@ def run_scenario(args):
 
 def show_run(args):
     from . import sweep
+    from .errors import CorruptFileError
+    from .training.storage import read_bytes
     out = Path(args.run_dir)
     summary = out / "summary.md"
     try:
-        name, _config, records, failures = sweep.load_sweep(out)
-    except FileNotFoundError as exc:
+        run = sweep.read_run(out)
+        text = read_bytes(summary, 64 << 20, "summary").decode(errors="replace") if summary.exists() else None
+    except (FileNotFoundError, CorruptFileError) as exc:
         return _error(exc)
-    if summary.is_file():
-        print(summary.read_text())
-        return 0
-    print(f"{out}: scenario {name}, {len(records)} points finished, {len(failures)} failed, no summary yet "
-          f"(run the same `minisgd run` command again to finish it)")
-    for f in failures:
-        print(f"  failed: {f['key']}: {f['error']}")
-    return 0
+    if text is not None:
+        print(text)
+    else:
+        print(f"{out}: scenario {run.scenario}, {len(run.records)} points finished, {len(run.failures)} failed, no "
+              "summary yet (run the same `minisgd run` command again to finish it)")
+        for f in run.failures:
+            print(f"  failed: {f.get('key')}: {f.get('error')}")
+    for d in run.damaged:
+        print(f"damaged point {d['key']}: {d['reason']}; the next `minisgd run` into {out} moves it to "
+              "points/damaged/ and computes it again")
+    return 1 if run.damaged else 0
 
 
 def run_script(path, argv=None):
@@ -223,9 +232,13 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, help="number of seeds")
     p.add_argument("--device", choices=("cpu", "gpu"), help="where to compute (default cpu)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run the points on Dask: tcp://HOST:PORT of a running "
-                   "scheduler, or local:N for a local cluster of N worker processes (needs pip install "
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the points on Dask: tls://HOST:PORT (or tcp:// on a "
+                   "trusted network) of a running scheduler, or local:N for a local cluster of N worker processes (needs pip install "
                    "'minisgd[dist]')")
+    for name, what in (("ca", "the CA certificate that signed the cluster's"), ("cert", "this client's certificate"),
+                       ("key", "this client's private key")):
+        p.add_argument(f"--tls-{name}", metavar="PEM", help=f"for a tls:// scheduler: {what} (default: Dask's "
+                       "distributed.comm.tls configuration)")
     p.add_argument("--out", help="run folder (default runs/NAME, or runs/NAME-quick)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
                    help="override config values, parsed with the field types (tuples as a,b,c; None as none)")

@@ -18,7 +18,7 @@ so a bad call costs nothing.
     ├── ExtraNotInstalledError                        (ImportError) an optional dependency is missing
     ├── ClusterError                                  (RuntimeError) a Dask cluster that cannot be used
     ├── CheckpointError                               (RuntimeError) a checkpoint missing, damaged or not ours
-    ├── FolderInUseError                              (RuntimeError) another process writes that run or checkpoint folder
+    ├── FolderInUseError                              (RuntimeError) another process writes that folder (its PID)
     ├── StorageError                                  (OSError)     disk full or read-only: the file and bytes needed
     ├── DivergenceError                               (RuntimeError) training's loss blew up (carries the last good state)
     └── ConvergenceError                              (RuntimeError) Lanczos missed its tolerance (carries the partial result)

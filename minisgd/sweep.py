@@ -660,6 +660,8 @@ def _compute(scenario, out, todo, executor, window, report, bar, on_failure):
     def store(future, key, point):
         try:
             outcome = future.result()
+        except KeyboardInterrupt:  # Ctrl-C reached the point's worker too: neither a result nor a failure
+            return
         except Exception as exc:  # the executor itself failed (a worker died, a pickling error, ...)
             outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
                        "seconds": math.nan}
@@ -720,7 +722,7 @@ def _store_again(out, unstored, report, not_started):
         first = left[0][2]
         raise StorageError(
             f"cannot store {len(left)} computed point(s) in {_points_dir(out)} ({keys}; {needed:,} bytes needed): "
-            f"{str(first).split(': ')[-1]}. {len(report.records)} of {report.total} points are stored, {not_started} "
+            f"{os.strerror(first.errno)}. {len(report.records)} of {report.total} points are stored, {not_started} "
             "not started. Free space (or make the folder writable) and run the same command again: only the missing "
             "points run", errno=first.errno, path=_points_dir(out), needed=needed)
 

@@ -183,7 +183,8 @@ def load_state(folder, name="checkpoint"):
          not isinstance(counters, dict) or not all(isinstance(v, number) for v in counters.values())
          or not isinstance(counters.get("step"), int)),
         ("opt_step is not an integer", not isinstance(meta.get("opt_step"), int)),
-        ("history_keys is not a list of names", not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)),
+        ("history_keys is not a list of names",
+         not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)),
         ("config is not an object", not isinstance(meta.get("config", {}), dict)),
         ("fingerprint is not an object", not isinstance(meta.get("fingerprint", {}), dict))) if bad]
     if malformed:

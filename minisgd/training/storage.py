@@ -37,22 +37,18 @@ MAX_JSON_BYTES = 256 << 20  # a point's or manifest's JSON; real ones are kiloby
 MAX_NPZ_BYTES = 16 << 30  # arrays after decompression, all members together
 SEAL = "json_sha256"
 _TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")  # what atomic_write_bytes names its temporary files
-# errno -> what the file system said, in the words of the message
-_NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-            errno.EFBIG: "file size limit exceeded"}
-_NO_WRITE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "not permitted"}
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # disk full, quota, RLIMIT_FSIZE
+_NO_WRITE = (errno.EROFS, errno.EACCES, errno.EPERM)  # read-only, no permission
 
 
 def storage_error(exc, path, needed):
     """``exc`` as a :class:`StorageError` naming ``path`` and the ``needed`` bytes when it is a lack of room or of
     permission to write, else ``None``."""
     code = getattr(exc, "errno", None)
-    if code in _NO_ROOM:
-        return StorageError(f"cannot write {path} ({needed:,} bytes): {_NO_ROOM[code]}", errno=code, path=path,
-                            needed=needed)
-    if code in _NO_WRITE:
-        return StorageError(f"cannot write {path}: {_NO_WRITE[code]}", errno=code, path=path, needed=needed)
-    return None
+    if code not in _NO_ROOM + _NO_WRITE:
+        return None
+    size = f" ({needed:,} bytes)" if code in _NO_ROOM else ""
+    return StorageError(f"cannot write {path}{size}: {os.strerror(code)}", errno=code, path=path, needed=needed)
 
 
 def fsync_dir(folder):
