@@ -563,6 +563,8 @@ def prepare(out, scenario_name, config):
     if not path.exists() or not _finished_files(out):
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, _json_bytes(now))
+        for stale in _points_dir(out).glob("*.failed.json"):  # failures of a config that may be another one
+            stale.unlink()
         return now["config"], {}
     stored = _read_config(out)
     if stored["scenario"] != scenario_name:
@@ -689,13 +691,16 @@ def _compute(scenario, out, todo, executor, window, report, bar, on_failure):
 
     with _StopSignals() as stop:
         try:
-            while (queue and not unstored) or pending:
+            while queue or pending:
                 while queue and not unstored and len(pending) < window:
                     key, point = queue.pop(0)
                     pending[executor.submit(execute, scenario.run_point, point)] = (key, point)
-                for future in _first_done(list(pending)):
+                for future in _first_done(list(pending)) if pending else ():
                     with stop.held():  # taken from pending and stored with no stop in between
                         store(future, *pending.pop(future))
+                if unstored and not pending:  # the disk refused a point and the running ones are in
+                    with stop.held():
+                        _store_again(out, unstored, report, len(queue))  # raises unless there is room again
         except BaseException:
             stop.holding += 1  # from here on a further signal waits: the finished points are written first
             for future in pending:
@@ -704,11 +709,11 @@ def _compute(scenario, out, todo, executor, window, report, bar, on_failure):
                 if future.done() and not future.cancelled():
                     store(future, key, point)
             raise
-    _store_again(out, unstored, report, len(queue))
 
 
 def _store_again(out, unstored, report, not_started):
-    """Write once more the points the disk refused; raise :class:`StorageError` for those it still refuses."""
+    """Write once more the points the disk refused (emptying ``unstored``); raise :class:`StorageError` for those
+    it still refuses."""
     left = []
     for key, files, exc in unstored:
         try:
@@ -716,6 +721,7 @@ def _store_again(out, unstored, report, not_started):
             report.records.append(read_point(out, key))
         except StorageError as again:
             left.append((key, files, again))
+    unstored.clear()
     if left:
         needed = sum(len(npz) + len(record) for _, (npz, record), _ in left)
         keys = ", ".join(key for key, _, _ in left)

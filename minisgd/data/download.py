@@ -5,6 +5,10 @@ folder and moved into place with :func:`os.replace` only after it has been check
 half-written or unverified file, and a failed download leaves nothing behind: only a process killed mid-transfer can
 leave a hidden ``.<name>.*.part`` file, which nothing reads.
 
+Mirrors are tried HTTPS first (in their given order), then the others. A plain-HTTP mirror is used only when the
+file's SHA-256 is known: anyone on the path can change what it serves, and the checksum is what catches that; without
+one, ``http://`` mirrors are skipped (the error lists them).
+
 What is checked, per attempt: the HTTP status; the byte count against ``Content-Length``; for a gzip file,
 that the stream decodes to its end (CRC included); the SHA-256 of the decompressed payload (and of the file
 itself where that sum is known). A failure that may be transient (a connection error, a timeout, a cut
@@ -134,7 +138,8 @@ def download_file(
 
     Parameters
     ----------
-    urls : full URLs, tried in order (primary mirror first, then fallbacks).
+    urls : full URLs, tried in order (primary mirror first, then fallbacks), the ``https://`` ones before the
+        others; an ``http://`` one only when ``sha256`` is given.
     dest : where the file ends up; its folder is created if needed.
     sha256 : SHA-256 of the *decompressed* payload when ``dest`` ends in ``.gz``, else of the file.
         ``None`` skips the check (only the transfer and, for gzip, the stream's own CRC are checked).
@@ -159,7 +164,10 @@ def download_file(
     gzip_payload = dest.name.endswith(".gz")
     show = progress_enabled(progress)
     errors: list[tuple[str, str]] = []
-    for url in urls:
+    for url in sorted(urls, key=lambda u: not u.lower().startswith("https://")):  # stable: given order otherwise
+        if url.lower().startswith("http://") and sha256 is None:
+            errors.append((url, "skipped: plain HTTP without a known SHA-256 to check the file against"))
+            continue
         for attempt in range(retries):
             if attempt:
                 time.sleep(backoff * 2 ** (attempt - 1))
@@ -191,12 +199,13 @@ def download_file(
                     os.unlink(tmp_name)
     reasons = "; ".join(f"{u}: {r}" for u, r in errors)
     any_checksum = any("checksum" in r or "corrupted" in r for _, r in errors)
-    hint = (
-        "A mirror served a file that is not the known one; try another mirror (mirrors=[...] or "
-        "MINISGD_MNIST_MIRRORS)"
-        if any_checksum
-        else "Check the network, or download the files by hand into the folder"
-    )
+    if any_checksum:
+        hint = ("A mirror served a file that is not the known one; try another mirror (mirrors=[...] or "
+                "MINISGD_MNIST_MIRRORS)")
+    elif all(r.startswith("skipped: plain HTTP") for _, r in errors):
+        hint = "Give an https:// mirror, or the file's SHA-256 so that a plain-HTTP one can be checked"
+    else:
+        hint = "Check the network, or download the files by hand into the folder"
     raise DownloadError(
         f"{dest}: download failed from every mirror ({reasons}). {hint}, or set MINISGD_DATA to a folder "
         f"that already holds them.",

@@ -151,3 +151,27 @@ def test_progress_bar_goes_to_stderr_when_asked(served, tmp_path, http_server, c
     download_file([url + f"{LABELS}.gz"], tmp_path / f"{LABELS}.gz", sha256=MNIST_SHA256[LABELS], progress=True)
     out, err = capsys.readouterr()
     assert out == "" and LABELS in err  # tqdm's bar, labelled with the file name, on stderr only
+
+
+def test_https_mirrors_come_first_and_plain_http_needs_a_checksum(served, tmp_path, http_server, monkeypatch):
+    """An https:// mirror is tried before the http:// ones listed ahead of it; without a SHA-256 a plain-HTTP mirror
+    is not used at all (its content could be anyone's), and the error says what would make it usable."""
+    import minisgd.data.download as download
+    url, server = http_server(served)
+    tried = []
+    real = download._fetch_once
+
+    def fetch(u, *args, **kwargs):
+        tried.append(u)
+        return real(u.replace("https://secure.invalid/", url), *args, **kwargs)  # the "https" mirror is ours
+
+    monkeypatch.setattr(download, "_fetch_once", fetch)
+    dest = tmp_path / f"{LABELS}.gz"
+    download_file([url + f"{LABELS}.gz", f"https://secure.invalid/{LABELS}.gz"], dest, sha256=MNIST_SHA256[LABELS],
+                  backoff=0, progress=False)
+    assert tried == [f"https://secure.invalid/{LABELS}.gz"] and dest.is_file()
+    dest.unlink()
+    with pytest.raises(DownloadError, match="plain HTTP without a known SHA-256.*Give an https:// mirror") as error:
+        download_file([url + f"{LABELS}.gz"], dest, backoff=0, progress=False)
+    assert not dest.exists() and len(tried) == 1 and len(server.requests) == 1  # never asked
+    assert error.value.errors[0][0] == url + f"{LABELS}.gz"
