@@ -233,8 +233,8 @@ def main(argv=None):
     p.add_argument("--device", choices=("cpu", "gpu"), help="where to compute (default cpu)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the points on Dask: tls://HOST:PORT (or tcp:// on a "
-                   "trusted network) of a running scheduler, or local:N for a local cluster of N worker processes (needs pip install "
-                   "'minisgd[dist]')")
+                   "trusted network) of a running scheduler, or local:N for a local cluster of N worker processes "
+                   "(needs pip install 'minisgd[dist]')")
     for name, what in (("ca", "the CA certificate that signed the cluster's"), ("cert", "this client's certificate"),
                        ("key", "this client's private key")):
         p.add_argument(f"--tls-{name}", metavar="PEM", help=f"for a tls:// scheduler: {what} (default: Dask's "

@@ -657,7 +657,7 @@ def run_sweep(scenario, config, out, *, executor=None, window=None, progress=Non
 
 def _compute(scenario, out, todo, executor, window, report, bar, on_failure):
     """Run the ``todo`` points on ``executor`` and store each as it arrives (see :func:`run_sweep`)."""
-    queue, pending, unstored = list(todo), {}, []  # unstored: (key, point files) the disk refused
+    queue, pending, unstored = list(todo), {}, []  # unstored: (key, point files, error) the disk refused
 
     def store(future, key, point):
         try:
@@ -715,7 +715,7 @@ def _store_again(out, unstored, report, not_started):
     """Write once more the points the disk refused (emptying ``unstored``); raise :class:`StorageError` for those
     it still refuses."""
     left = []
-    for key, files, exc in unstored:
+    for key, files, _ in unstored:
         try:
             _write_point_files(out, key, *files)
             report.records.append(read_point(out, key))

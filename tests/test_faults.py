@@ -4,11 +4,8 @@ size limit that fills the "disk", two writers into one folder, and SIGINT / SIGH
 process of a ``--jobs 2`` sweep. After each: nothing finished is lost, nothing wrong is accepted, no worker or
 temporary file is left behind, and the final results equal an uninterrupted run's to the bit.
 
-Every fault runs in a child process (``python -c "import test_faults; test_faults.child()" ARGS``), which registers
-the scenario below and arms the fault named in ``$FAULT``: ``ACTION:NAME[#N]`` SIGKILLs the child ``before``
-:func:`~minisgd.training.storage.atomic_write_bytes` writes the N-th file called NAME (default the first), at the
-``replace`` that would put it in place (its temporary file complete), or right ``after``. The processes synchronize
-through files only: a held point writes ``running-SEED`` (its PID) and waits for a ``release`` file.
+Every fault runs in a child process started as a user starts ``minisgd`` (see ``faults_toy.py``, which also holds the
+scenario, a small network trained for real, and how a child arms its fault); the processes synchronize through files.
 
 Children get one BLAS thread, as the reference does (the arrays here are too small for BLAS to split anyway).
 Slow (each child starts Python and NumPy): marked ``slow``, run by default.
@@ -20,125 +17,21 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from faults_toy import HOLD, NAME, WAIT, problem, scenario
 from minisgd import experiments, sweep
 from minisgd.cli import main
 from minisgd.errors import FolderInUseError
-from minisgd.experiments import Scenario
 from minisgd.training import checkpoint as ckpt
 
 pytestmark = pytest.mark.slow
 
 TESTS = Path(__file__).resolve().parent
-WAIT = 120  # seconds any one wait may take on a loaded machine before the test fails
-HOLD = "FAULTS_HOLD"  # a folder: points with seed >= 2 announce themselves there and wait for its "release" file
-
-
-# ---- the scenario: a small network trained for real, its Hessian spectrum ------------------------------------------
-
-@dataclass(frozen=True)
-class FaultConfig:
-    seeds: int = 4
-    seed: int = 0
-    steps: int = 30  # Adam steps per point
-    big: int = 2  # this seed also returns 16,384 random numbers (128 kB: more than the disk-full test allows)
-    device: str = "cpu"  # the CLI's --device
-
-
-def fault_grid(config):
-    return [{"steps": config.steps, "big": config.big, "seed": s} for s in range(config.seed, config.seed + config.seeds)]
-
-
-def _hold(seed):
-    folder = os.environ.get(HOLD)
-    if not folder or seed < 2:
-        return
-    folder = Path(folder)
-    (folder / f"running-{seed}").write_text(str(os.getpid()))
-    deadline = time.monotonic() + WAIT
-    while not (folder / "release").exists():  # the test creates it, or stops this sweep
-        assert time.monotonic() < deadline, "never released"
-        time.sleep(0.02)
-
-
-def fault_run_point(point):
-    import minisgd as ms
-    _hold(point["seed"])
-    rng = np.random.default_rng(point["seed"])
-    X = rng.standard_normal((64, 5))
-    y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
-    net = ms.MLP([5, 8, 2], activation="tanh")
-    run = ms.train(net, net.init(seed=point["seed"]), (X, y), ms.TrainConfig(
-        optimizer="adam", lr=0.05, batch_size=16, max_steps=point["steps"], seed=point["seed"]), progress=False)
-    result = {"theta": run.theta, "loss": run.history["loss"], "eigenvalues": np.linalg.eigvalsh(
-        net.hessian(run.theta, X, y)), "final_loss": run.history["loss"][-1]}
-    if point["seed"] == point["big"]:
-        result["big"] = rng.standard_normal(16384)
-    return result
-
-
-def fault_summarize(config, records):
-    return {"loss": [{"seed": r["point"]["seed"], "loss": r["result"]["final_loss"]} for r in records]}, "faults"
-
-
-FAULTY = Scenario(name="faults-toy", description="a small trained network and its spectrum, for fault tests",
-                  config_class=FaultConfig, quick={}, grid=fault_grid, run_point=fault_run_point,
-                  summarize=fault_summarize, figures=lambda config, records: {})
-
-
-# ---- the child process and its faults -------------------------------------------------------------------------------
-
-def _arm(fault):
-    """Patch the writes of this process so that it SIGKILLs itself at the moment ``fault`` names."""
-    from minisgd.training import storage
-    action, _, target = fault.partition(":")
-    name, _, nth = target.partition("#")
-    seen = {"count": 0}
-    real_write, real_replace = storage.atomic_write_bytes, os.replace
-
-    def due(path):
-        if Path(path).name != name:
-            return False
-        seen["count"] += 1
-        return seen["count"] == int(nth or 1)
-
-    def write(path, data):
-        if action == "before" and due(path):
-            os.kill(os.getpid(), signal.SIGKILL)
-        real_write(path, data)
-
-    def replace(src, dst):
-        hit = action in ("replace", "after") and due(dst)
-        if hit and action == "replace":
-            os.kill(os.getpid(), signal.SIGKILL)
-        real_replace(src, dst)
-        if hit:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    os.replace = replace
-    for module in (storage, sweep, ckpt):
-        module.atomic_write_bytes = write
-
-
-def child():
-    """The child's ``main``: ``minisgd ARGS`` with the scenario registered, the fault in ``$FAULT`` armed, and a file
-    size limit of ``$FAULT_FSIZE`` bytes (writes beyond it fail with EFBIG, as on a full disk)."""
-    if os.environ.get("FAULT_FSIZE"):
-        import resource
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
-        limit = int(os.environ["FAULT_FSIZE"])
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    experiments.SCENARIOS[FAULTY.name] = FAULTY
-    if os.environ.get("FAULT"):
-        _arm(os.environ["FAULT"])
-    if sys.argv[1] == "train":
-        sys.exit(train_child(*sys.argv[2:]))
-    sys.exit(main(sys.argv[1:]))
+CHILD = [sys.executable, "-c", "import faults_toy; faults_toy.child()"]
 
 
 def _env(**extra):
@@ -164,20 +57,19 @@ def spawn(*args, **env):
     """A child running ``args`` (``run ...`` or ``train ...``) in a process group of its own, its output in the file
     ``env["log"]`` if given."""
     log = open(Path(env.pop("log")) if "log" in env else os.devnull, "wb")
-    proc = subprocess.Popen([sys.executable, "-c", "import test_faults; test_faults.child()", *args], stdout=log,
+    proc = subprocess.Popen([*CHILD, *args], stdout=log,
                             stderr=subprocess.STDOUT, env=_env(**env), start_new_session=True)
     SPAWNED.append(proc)
     return proc
 
 
 def run_child(*args, **env):
-    proc = subprocess.run([sys.executable, "-c", "import test_faults; test_faults.child()", *args],
-                          capture_output=True, text=True, env=_env(**env), timeout=WAIT)
+    proc = subprocess.run([*CHILD, *args], capture_output=True, text=True, env=_env(**env), timeout=WAIT)
     return proc.returncode, proc.stderr
 
 
 def sweep_args(out, *extra):
-    return ["run", FAULTY.name, "--out", str(out), *extra]
+    return ["run", NAME, "--out", str(out), *extra]
 
 
 def wait_for(condition, what, proc=None):
@@ -261,49 +153,24 @@ def test_sweep_killed_at_each_moment_loses_nothing_finished_and_resumes_to_the_s
     assert_same_results(out, reference)  # ... which this run removed
 
 
-def _problem():
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((50, 4))
-    y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
-    return X, y
+@pytest.fixture(scope="module")
+def whole_training(tmp_path_factory):
+    """The uninterrupted training run's checkpoint folder."""
+    whole = tmp_path_factory.mktemp("training") / "whole"
+    rc, err = run_child("train", str(whole))
+    assert rc == 0, err
+    return whole
 
 
-def train_child(out, hold=""):
-    """Train (or resume) the checkpoint test's problem into ``out``; with ``hold``, wait at step 3 for the file
-    ``hold/release`` after announcing this PID in ``hold/running``."""
-    import minisgd as ms
-    X, y = _problem()
-    net = ms.MLP([4, 6, 2], activation="tanh")
-
-    def wait(net_, theta, data, step):
-        if hold and step == 3:
-            _hold_training(Path(hold))
-        return 0.0
-
-    cfg = ms.TrainConfig(optimizer="adam", lr=0.05, batch_size=8, epochs=3, checkpoint_every=5, out=out, seed=1)
-    ms.train(net, net.init(seed=0), (X, y), cfg, callbacks=[ms.every(1, wait, name="wait")],
-             resume=True if ckpt.has_checkpoint(out) else None, progress=False)
-    return 0
-
-
-def _hold_training(folder):
-    (folder / "running").write_text(str(os.getpid()))
-    deadline = time.monotonic() + WAIT
-    while not (folder / "release").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-
-
-@pytest.mark.parametrize("fault, npz_files", [("before:checkpoint.json#2", 2), ("after:checkpoint.json#2", 2)])
-def test_training_killed_around_a_checkpoint_resumes_to_the_same_bits(tmp_path, fault, npz_files):
+@pytest.mark.parametrize("fault", ["before:checkpoint.json#2", "after:checkpoint.json#2"])
+def test_training_killed_around_a_checkpoint_resumes_to_the_same_bits(whole_training, tmp_path, fault):
     """Killed with checkpoint 2's arrays written but not its manifest, or with its manifest in place but checkpoint
     1's arrays not yet removed: the folder holds one whole checkpoint, the resumed run ends where the uninterrupted
     one does, bit for bit, and the orphaned arrays are removed."""
-    whole, out = tmp_path / "whole", tmp_path / "run"
-    assert run_child("train", str(whole))[0] == 0
+    whole, out = whole_training, tmp_path / "run"
     rc, err = run_child("train", str(out), FAULT=fault)
     assert rc == -signal.SIGKILL, err
-    assert len(list(out.glob("checkpoint-*.npz"))) == npz_files
+    assert len(list(out.glob("checkpoint-*.npz"))) == 2  # the new arrays beside the old
     assert ckpt.load_state(out)["counters"]["step"] == (5 if fault.startswith("before") else 10)
     rc, err = run_child("train", str(out))
     assert rc == 0, err
@@ -322,7 +189,7 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused_naming_the_first(referen
     hold.mkdir()
     first = spawn(*sweep_args(out), **{HOLD: str(hold)})
     wait_for(lambda: (hold / "running-2").exists(), "the first sweep to hold its point", first)
-    monkeypatch.setitem(experiments.SCENARIOS, FAULTY.name, FAULTY)
+    monkeypatch.setitem(experiments.SCENARIOS, NAME, scenario())
     assert main(sweep_args(out)) == 2
     err = capsys.readouterr().err
     assert f"is in use by another minisgd process (PID {first.pid})" in err and err.count("\n") == 2
@@ -337,7 +204,7 @@ def test_a_second_training_into_a_folder_in_use_is_refused_naming_the_first(tmp_
     hold.mkdir()
     first = spawn("train", str(out), str(hold))
     wait_for(lambda: (hold / "running").exists(), "the first training to reach step 3", first)
-    X, y = _problem()
+    X, y = problem()
     net = ms.MLP([4, 6, 2], activation="tanh")
     with pytest.raises(FolderInUseError, match=f"PID {first.pid}"):
         ms.train(net, net.init(seed=0), (X, y), ms.TrainConfig(max_steps=2, out=str(out)), progress=False)

@@ -293,7 +293,8 @@ def test_damaged_point_is_named_moved_aside_and_recomputed(tmp_path, damage, cap
     monkeypatch.setitem(experiments.SCENARIOS, "toy", TOY)
     assert main(["show", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert f"damaged point seed=2: {tmp_path / 'points'}" in out and says in out and "moves it to points/damaged/" in out
+    assert f"damaged point seed=2: {tmp_path / 'points'}" in out and says in out
+    assert "moves it to points/damaged/" in out
     with pytest.raises(CorruptFileError, match=says):
         sweep.load_sweep(tmp_path)
     # the next run moves it aside with a note, computes that point only, and ends where the first run ended

@@ -11,9 +11,9 @@ holds at most :data:`MAX_IDX_BYTES` (checked before it is read); its gzip stream
 most :data:`MAX_IDX_BYTES` (checked as it decompresses: a small file that would inflate to gigabytes is stopped
 there), is complete and its CRC holds; the magic number; the header length; the payload size against the sizes in
 the header (computed in Python integers, before any array is made: a header claiming 10^12 elements costs
-nothing); the expected shape, if given; the SHA-256 sums, if known. Nothing in a data file is executed. Checksums are of the
-*decompressed* payload (the file as ``gunzip`` leaves it), so one sum serves the ``.gz`` and the raw file;
-a ``SHA256SUMS`` file in ``sha256sum`` format may also list the sum of the ``.gz`` itself.
+nothing); the expected shape, if given; the SHA-256 sums, if known. Nothing in a data file is executed. Checksums
+are of the *decompressed* payload (the file as ``gunzip`` leaves it), so one sum serves the ``.gz`` and the raw
+file; a ``SHA256SUMS`` file in ``sha256sum`` format may also list the sum of the ``.gz`` itself.
 """
 
 from __future__ import annotations
