@@ -271,6 +271,23 @@ def test_signals_to_the_main_process_end_its_workers_and_keep_finished_points(re
     assert_same_results(out, reference)
 
 
+@pytest.mark.dask
+def test_a_killed_main_process_takes_its_local_dask_cluster_with_it(tmp_path):
+    """``--scheduler local:2``: SIGKILL to the main process while both workers run a point, and every process it
+    started (nannies' workers, Dask's helpers) ends too."""
+    out, hold = tmp_path / "run", tmp_path / "hold"
+    hold.mkdir()
+    proc = spawn(*sweep_args(out, "--scheduler", "local:2"), log=str(hold / "log"), **{HOLD: str(hold)})
+    wait_for(lambda: all((hold / f"running-{s}").exists() for s in (2, 3)) and
+             finished(out) == ["seed=0", "seed=1"], "both workers to hold", proc)
+    started = _descendants(proc.pid)
+    assert {int((hold / f"running-{s}").read_text()) for s in (2, 3)} <= started
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(WAIT) == -signal.SIGKILL
+    wait_for(lambda: not any(alive(pid) for pid in started), "the cluster's processes to end")
+    assert finished(out) == ["seed=0", "seed=1"]
+
+
 def _descendants(pid):
     """The PIDs of every process below ``pid`` (from /proc: no psutil needed)."""
     children = {}
