@@ -40,12 +40,19 @@ def fault_grid(config):
     return [{"steps": config.steps, "big": config.big, "seed": s} for s in seeds]
 
 
+def _announce(path):
+    """Write this process's PID to ``path`` whole (renamed into place: a reader never sees it empty)."""
+    tmp = path.with_name(f"{path.name}.part")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, path)
+
+
 def _hold(seed):
     folder = os.environ.get(HOLD)
     if not folder or seed < 2:
         return
     folder = Path(folder)
-    (folder / f"running-{seed}").write_text(str(os.getpid()))
+    _announce(folder / f"running-{seed}")
     deadline = time.monotonic() + WAIT
     while not (folder / "release").exists():  # the test creates it, or stops this sweep
         assert time.monotonic() < deadline, "never released"
@@ -163,7 +170,7 @@ def train_child(out, hold=""):
 
 
 def _hold_training(folder):
-    (folder / "running").write_text(str(os.getpid()))
+    _announce(folder / "running")
     deadline = time.monotonic() + WAIT
     while not (folder / "release").exists():
         assert time.monotonic() < deadline
