@@ -608,11 +608,14 @@ def _stored_points(out, keys, points, added, report):
 
 
 def _cancel_waiting(pending):
-    """Cancel and forget the points of ``pending`` not yet running. A running ``concurrent.futures`` point cannot be
-    cancelled and stays; other executors' futures (Dask's) do not tell, so every unfinished one is cancelled."""
+    """Cancel and forget the points of ``pending`` not yet running; returns their ``(key, point)`` pairs, in the
+    order they were submitted. A running ``concurrent.futures`` point cannot be cancelled and stays; other executors'
+    futures (Dask's) do not tell, so every unfinished one is cancelled."""
+    cancelled = []
     for future in [f for f in pending if not f.done()]:
         if future.cancel() or not isinstance(future, cf.Future):
-            pending.pop(future)
+            cancelled.append(pending.pop(future))
+    return cancelled
 
 
 def run_sweep(scenario, config, out, *, executor=None, window=None, progress=None, on_failure=None,
@@ -676,7 +679,7 @@ def _compute(scenario, out, todo, executor, window, report, bar, on_failure):
                 report.records.append(read_point(out, key))
             except StorageError as exc:
                 unstored.append((key, files, exc))
-                _cancel_waiting(pending)
+                queue[:0] = _cancel_waiting(pending)  # they start again if the disk has room once more
         else:
             failure = {"key": key, "point": to_json(point), "error": outcome["error"],
                        "traceback": outcome["traceback"], "seconds": outcome["seconds"]}

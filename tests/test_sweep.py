@@ -2,6 +2,7 @@
 the sweep, config checks, and executors (serial, process pool, any object with ``submit``)."""
 import json
 import os
+import time
 from concurrent import futures as cf
 from dataclasses import dataclass
 
@@ -32,6 +33,9 @@ def toy_grid(config):
 
 def toy_run_point(point):
     CALLS.append(point["seed"])
+    release = os.environ.get("TOY_RELEASE")
+    while release and point["seed"] >= 2 and not os.path.exists(release):  # a point held until the test says
+        time.sleep(0.01)
     if point["seed"] == point["fail_seed"]:
         raise ValueError(f"seed {point['seed']} is cursed")
     if point["seed"] == STOP["seed"]:
@@ -431,3 +435,28 @@ def test_a_stop_during_a_write_waits_for_it_and_the_finished_points_are_written(
     assert sweep.read_run(tmp_path).damaged == [] and not (tmp_path / "results.json").exists()
     report = sweep.run_sweep(TOY, ToyConfig(), tmp_path)
     assert report.ok and report.computed == 0
+
+
+def test_points_waiting_in_a_pool_when_the_disk_refuses_are_cancelled_and_counted(tmp_path, monkeypatch):
+    """One worker; points from seed=2 on wait for a file that appears when the disk refuses seed=1: the points still
+    waiting in the pool are cancelled (not computed for nothing), those already handed to the worker are stored, and
+    the error counts both."""
+    import errno
+    import re
+    release = tmp_path / "release"
+    monkeypatch.setenv("TOY_RELEASE", str(release))
+
+    def refuse(name):
+        if name == "seed=1.npz":
+            release.touch()
+            return True
+        return False
+
+    _refuse_writes(monkeypatch, errno.ENOSPC, refuse)
+    with sweep.process_pool(1, threads=1) as pool, pytest.raises(sweep.StorageError) as error:
+        sweep.run_sweep(TOY, ToyConfig(seeds=8), tmp_path / "run", executor=pool)
+    stored, not_started = map(int, re.search(r"(\d+) of 8 points are stored, (\d+) not started", str(error.value))
+                              .groups())
+    # the pool hands its worker 3 points at most: the one it runs and two queued (max_workers + 1 calls)
+    assert stored + 1 + not_started == 8 and not_started >= 3
+    assert len(list((tmp_path / "run" / "points").glob("seed=*.json"))) == stored
