@@ -318,7 +318,8 @@ class _NoBar:
 def _progress_bar(show, total, initial):
     if not show:
         return _NoBar()
-        return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+    from tqdm.auto import tqdm  # loaded only when a bar is shown: `import minisgd` stays free of it
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
 def _check_callbacks(callbacks):

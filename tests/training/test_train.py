@@ -292,3 +292,12 @@ def test_a_checkpoint_from_before_the_options_resumes_with_their_defaults(tmp_pa
     with pytest.raises(ms.ConfigMismatchError, match="proximal"):
         train(net, theta0, (X, y), TrainConfig(lr=0.05, batch_size=8, epochs=3, out=out, proximal=1.0), resume=out,
               progress=False)
+
+
+def test_progress_bar_shows_when_asked_and_never_otherwise(capsys):
+    net, theta, data = small_classifier()
+    cfg = TrainConfig(batch_size=8, epochs=2, eval_every=None)
+    train(net, theta, data, cfg, progress=True)
+    assert "8/8" in capsys.readouterr().err  # tqdm's count: 2 epochs of 4 steps
+    train(net, theta, data, cfg, progress=False)
+    assert capsys.readouterr().err == ""
