@@ -145,6 +145,27 @@ def test_gpu_without_cupy_raises_with_install_hint():
         backend.to_device(np.zeros(3), "gpu")
 
 
+def test_the_memory_check_on_cupy_counts_the_gpus_free_memory(monkeypatch):
+    """On CuPy, available memory is the device's free memory plus the free blocks CuPy's pool holds (not the host's
+    RAM), and the exact Hessian's check refuses what does not fit there. A stand-in for the cupy module reports
+    3 GiB free on the device and 1 GiB in the pool."""
+    import sys
+    import types
+    from minisgd import MLP, HessianTooLargeError
+    from minisgd.core import hessian
+    GiB = 2 ** 30
+    device = types.SimpleNamespace(mem_info=(3 * GiB, 141 * GiB))  # (free, total)
+    pool = types.SimpleNamespace(free_bytes=lambda: GiB)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(Device=lambda: device),
+                                                                   get_default_memory_pool=lambda: pool))
+    cupy_namespace = types.ModuleType("array_api_compat.cupy")  # what backend.namespace gives for CuPy arrays
+    assert backend.available_memory(cupy_namespace) == 4 * GiB
+    net = MLP([784, 22, 10])  # P = 17,500: the float64 Hessian and its work space need 3.4 GiB
+    hessian.check_hessian_fits(net, 1000, 8, cupy_namespace)
+    with pytest.raises(HessianTooLargeError, match="only 4.00 GiB are available"):
+        hessian.check_hessian_fits(net, 1000, 16, cupy_namespace)  # as if 16 bytes an entry: twice that
+
+
 def test_cpu_device_roundtrip():
     x = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(backend.to_numpy(backend.to_device(x, "cpu")), x)
