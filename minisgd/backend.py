@@ -12,7 +12,8 @@ import numpy as np
 from .errors import BackendUnavailableError
 
 DEVICES = ("cpu", "gpu")
-GPU_INSTALL_HINT = "install the GPU extra with `pip install minisgd[gpu]` (CuPy for CUDA 12) on a machine with an NVIDIA GPU"
+GPU_INSTALL_HINT = ("install CuPy with `pip install minisgd[gpu]` (CUDA 12) or `pip install minisgd[gpu-cuda13]` "
+                    "(CUDA 13; `nvidia-smi` shows the driver's CUDA version) on a machine with an NVIDIA GPU")
 
 
 device_of = array_api_compat.device

@@ -33,6 +33,27 @@ DATA_ROOT, _WHY = find_mnist_root()
 needs_mnist = pytest.mark.skipif(DATA_ROOT is None, reason=_WHY)
 
 
+def _gpu_available():
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, or CuPy without a driver or device
+        return False
+
+
+HAVE_GPU = _gpu_available()
+# The marks of a GPU test: `pytest -m gpu` selects them all (benchmarks/gpu_check.sh does, on a GPU machine), and
+# they skip where there is no GPU. For pytest.param(..., marks=GPU).
+GPU = (pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU"))
+
+
+def needs_gpu(test):
+    """Mark ``test`` as a GPU test (see :data:`GPU`)."""
+    for mark in GPU:
+        test = mark(test)
+    return test
+
+
 @contextmanager
 def quick_sweep(name, folder):
     """Scenario ``name``'s --quick sweep into ``folder``, MNIST read offline from :data:`DATA_ROOT`, on a pool of 2

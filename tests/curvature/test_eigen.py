@@ -4,7 +4,7 @@ import pytest
 
 import minisgd as ms
 from minisgd.curvature import eigen
-from support import HostCopies
+from support import HostCopies, needs_gpu
 
 # Lanczos with full reorthogonalization converges to the extreme eigenvalues with residual
 # beta_m |s_m| <= tol * |lambda_max|; at tol = 1e-10 the eigenvalue error is below the residual
@@ -116,6 +116,18 @@ def test_a_lanczos_step_copies_to_the_host_once(problem):
     with pytest.raises(ms.ConvergenceError) as ref:
         eigen.hessian_spectrum(net, theta, X, y, k=2, method="lanczos", max_iter=20, tol=0.0)
     np.testing.assert_allclose(info.value.partial.values, ref.value.partial.values, rtol=1e-12)
+
+
+@needs_gpu
+def test_cupy_spectra_match_numpy(problem):
+    """Every eigenvalue (cuSOLVER's eigh) and the top three by Lanczos on CuPy against NumPy's, float64."""
+    import cupy
+    net, theta, X, y = problem
+    on_gpu = [cupy.asarray(a) for a in (theta, X, y)]
+    for kwargs in ({"method": "exact", "k": None}, {"method": "lanczos", "k": 3, "tol": TOL}):
+        ref = eigen.hessian_spectrum(net, theta, X, y, **kwargs).values
+        got = eigen.hessian_spectrum(net, *on_gpu, **kwargs).values
+        np.testing.assert_allclose(got, ref, rtol=EIG_RTOL, atol=1e-12 * np.abs(ref).max())
 
 
 def test_bad_arguments():

@@ -13,7 +13,7 @@ import pytest
 
 import minisgd as ms
 from minisgd.training.callbacks import GradientNoise, StopTraining, TopEigenvalue, every
-from support import DATA_ROOT, HostCopies, needs_mnist
+from support import DATA_ROOT, HostCopies, needs_gpu, needs_mnist
 from minisgd.training.train import ArrayData, DivergenceError, TrainConfig, batch_sequence, planned_steps, train
 from minisgd.data import augment
 from minisgd.training import injection
@@ -211,6 +211,24 @@ def test_a_step_copies_to_the_host_once(options):
     ref = train(net, theta, (X, y), cfg, progress=False)
     np.testing.assert_allclose(ms.backend.to_numpy(got.theta), ref.theta, rtol=1e-12)
     np.testing.assert_allclose(got.history["loss"], ref.history["loss"], rtol=1e-12)
+
+
+@needs_gpu
+def test_cupy_training_with_a_checkpoint_and_resume_matches_numpy(tmp_path):
+    """On CuPy, a run that stops after one epoch, is written and resumed to two matches NumPy's run (float64; the
+    GPU sums in other orders: rtol 1e-10), stays on the GPU, and stores NumPy arrays."""
+    import cupy
+    from dataclasses import replace
+    net, theta, data = small_classifier()
+    cfg = TrainConfig(optimizer="adam", lr=0.05, batch_size=8, epochs=2, out=str(tmp_path / "gpu"))
+    ref = train(net, theta, data, replace(cfg, out=None), progress=False)
+    on_gpu = tuple(cupy.asarray(a) for a in data)
+    train(net, cupy.asarray(theta), on_gpu, replace(cfg, epochs=1), progress=False)
+    got = train(net, cupy.asarray(theta), on_gpu, cfg, resume=True, progress=False)
+    assert isinstance(got.theta, cupy.ndarray) and isinstance(ms.training.train.load_run(cfg.out).theta, np.ndarray)
+    np.testing.assert_allclose(got.theta.get(), ref.theta, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got.history["loss"], ref.history["loss"], rtol=1e-10)
+    np.testing.assert_allclose(got.history["test_acc"], ref.history["test_acc"], rtol=1e-10)
 
 
 def test_an_overflowing_gradient_is_a_divergence_before_theta_goes_non_finite():
