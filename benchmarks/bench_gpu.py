@@ -42,10 +42,10 @@ FULL = {
     "lanczos_sizes": [784, 512, 512, 10], "lanczos_N": None, "lanczos_k": 10,
     "step_sizes": [784, 512, 512, 10], "step_N": None, "step_batches": [256, 6000],
     "step_counts": {"gpu": {256: (20, 200), 6000: (5, 50)}, "cpu": {256: (5, 30), 6000: (2, 6)}},
-    "gemm_n": {"gpu": 8192, "cpu": 4096}, "reserve_bc": 75.0,
+    "gemm_n": {"gpu": 8192, "cpu": 4096}, "reserve_bc": 50.0,
 }
 TINY = {
-    "hess_targets": [300, 600], "hess_N": 64, "jax_mem_fraction": 0.6, "cpu_hessian_max_P": 300,
+    "hess_targets": [300, 600], "hess_N": 64, "jax_mem_fraction": 0.0025, "cpu_hessian_max_P": 300,  # JAX: 1st fits
     "lanczos_sizes": [784, 16, 16, 10], "lanczos_N": 500, "lanczos_k": 3,
     "step_sizes": [784, 16, 16, 10], "step_N": 1000, "step_batches": [32, 100],
     "step_counts": {"gpu": {32: (2, 6), 100: (2, 4)}, "cpu": {32: (2, 6), 100: (2, 4)}},
@@ -202,7 +202,12 @@ def section_hessian(gpu, cpu, cfg, budget, gemm, dry_run):
     from minisgd import MLP, hessian_flops
     rows, probes, last = [], {}, None
     inputs = hessian_inputs(cfg)
-    for target, sizes, theta, X, y in inputs:
+    total = gpu.cupy.cuda.Device().mem_info[1] if gpu.cupy is not None else 8 * 2 ** 30
+    fits = [_jax_need(sizes, theta, X) <= cfg["jax_mem_fraction"] * total for _, sizes, theta, X, _ in inputs]
+    jax_at = fits.index(False) if False in fits else len(inputs)  # JAX runs before the sizes it cannot hold
+    for i, (target, sizes, theta, X, y) in enumerate(inputs):
+        if i == jax_at:
+            rows += _jax_hessians(gpu, inputs[:i], probes, cfg, budget, dry_run)
         net = MLP(sizes, activation="relu")
         P, N = net.num_params, X.shape[0]
         row = {"target_P": target, "P": P, "net": "-".join(map(str, sizes)), "N": N, "device": gpu.label}
@@ -216,7 +221,9 @@ def section_hessian(gpu, cpu, cfg, budget, gemm, dry_run):
             th, Xd, yd = gpu.put(theta), gpu.put(X), gpu.put(y)
             if last is None:  # compile the kernels on a small net first, so the first size is not charged for it
                 small = MLP([sizes[0], 4, 4, 10], activation="relu")
-                gpu.run(lambda: gpu.xp.linalg.eigh(small.hessian(gpu.put(small.init(seed=0)), Xd, yd)))
+                for dev in (gpu, cpu):
+                    dev.run(lambda: dev.xp.linalg.eigh(small.hessian(dev.put(small.init(seed=0)), dev.put(X),
+                                                                     dev.put(y))))
             H, t_h, m_h = gpu.run(lambda: net.hessian(th, Xd, yd))
             (w, V, route), t_e, m_e = gpu.run(lambda: _eigh(gpu, H))
             flops = hessian_flops(net, N)
@@ -227,7 +234,7 @@ def section_hessian(gpu, cpu, cfg, budget, gemm, dry_run):
                        lambda_max=float(w[-1]), lambda_min=float(w[0]))
             V_probe = np.random.default_rng(1).standard_normal((P, 4))
             probes[P] = (V_probe, gpu.backend.to_numpy(H @ gpu.put(V_probe)))
-            if P <= cfg["cpu_hessian_max_P"]:
+            if target <= cfg["cpu_hessian_max_P"]:
                 row["H_vs_cpu"] = _cpu_hessian(cpu, net, theta, X, y, gpu.backend.to_numpy(H), rows, budget, cfg)
             last = (P, t_h, t_e)
             del H, w, V
@@ -235,8 +242,20 @@ def section_hessian(gpu, cpu, cfg, budget, gemm, dry_run):
             row.update(status=f"failed: {type(exc).__name__}: {str(exc)[:300]}")
             print(traceback.format_exc(), file=sys.stderr)
         gpu.free()
-    rows += _jax_hessians(gpu, inputs, probes, cfg, budget, dry_run)
-    return rows
+    if jax_at == len(inputs):
+        rows += _jax_hessians(gpu, inputs, probes, cfg, budget, dry_run)
+    rows += [{"target_P": t, "P": th.shape[0], "net": "-".join(map(str, sz)), "N": X.shape[0], "device": "JAX",
+              "status": f"skipped: needs about {_jax_need(sz, th, X) / 2 ** 30:.3g} GiB, more than "
+                        f"{cfg['jax_mem_fraction']:g} of the device's"} for t, sz, th, X, _ in inputs[jax_at:]]
+    order = {gpu.label: 0, "JAX": 1, cpu.label: 2}
+    return sorted(rows, key=lambda r: (r["P"], order[r["device"]]))
+
+
+def _jax_need(sizes, theta, X):
+    """Bytes ``jax.hessian`` (jacfwd over jacrev) needs, estimated: P tangents of the backward pass, each about
+    2 N (twice the summed widths) numbers, and the P x P result."""
+    P, N = theta.shape[0], X.shape[0]
+    return 8 * (P * P + 2 * N * (2 * sum(sizes[1:]) + sizes[-1]) * P)
 
 
 def _cpu_hessian(cpu, net, theta, X, y, H_gpu, rows, budget, cfg):
@@ -255,20 +274,16 @@ def _cpu_hessian(cpu, net, theta, X, y, H_gpu, rows, budget, cfg):
 
 
 def _jax_hessians(gpu, inputs, probes, cfg, budget, dry_run):
-    """``jax.jit(jax.hessian(loss))`` in a child process for the sizes whose memory estimate fits."""
+    """``jax.jit(jax.hessian(loss))`` in a child process for ``inputs`` (whose memory estimates fit)."""
     import numpy as np
-    total = (gpu.cupy.cuda.Device().mem_info[1] if gpu.cupy is not None else 8 * 2 ** 30)
     todo, rows = [], []
     for target, sizes, theta, X, y in inputs:
         P, N = theta.shape[0], X.shape[0]
-        # jacfwd over jacrev: P tangents of the backward pass, each ~2 N (sum of widths) numbers, and the P x P result
-        need = 8 * (P * P + 2 * N * (2 * sum(sizes[1:]) + sizes[-1]) * P)
-        row = {"target_P": target, "P": P, "net": "-".join(map(str, sizes)), "N": N, "device": "JAX", "need_GiB": need / 2 ** 30}
+        row = {"target_P": target, "P": P, "net": "-".join(map(str, sizes)), "N": N, "device": "JAX",
+               "need_GiB": _jax_need(sizes, theta, X) / 2 ** 30}
         rows.append(row)
         if P not in probes:
             row["status"] = "skipped: minisgd's Hessian was not computed at this size"
-        elif need > cfg["jax_mem_fraction"] * total:
-            row["status"] = f"skipped: needs about {need / 2 ** 30:.0f} GiB, more than {cfg['jax_mem_fraction']:.0%} of the device"
         else:
             todo.append((row, sizes, theta, X, y))
     if not todo:
@@ -410,7 +425,8 @@ def section_step(gpu, cpu, cfg, budget, torch):
                 th, Xd, yd = dev.put(theta), dev.put(X), dev.put(y)
 
                 def run(steps):
-                    cfg_t = TrainConfig(optimizer="sgd", lr=LR, batch_size=B, max_steps=steps, eval_every=None, seed=0)
+                    cfg_t = TrainConfig(optimizer="sgd", lr=LR, batch_size=B, max_steps=steps, eval_every=None, seed=0,
+                                        eval_subset=256)  # the final evaluation: small, and the same in both runs
                     return train(net, th, (Xd, yd), cfg_t, progress=False)
                 run(2)  # warm-up: kernels, allocations
                 (r1, t1, _), (r2, t2, _) = dev.run(lambda: run(s1)), dev.run(lambda: run(s1 + s))
