@@ -17,7 +17,7 @@
 #
 # On the GPU machine, from the root of the checkout the device tool sends (/work/main), in one device-tool call:
 #
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".mnist"], timeout_s=540)
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".mnist"], timeout_s=500)
 #
 # The two ignored folders it carries must exist in that checkout first. Make them on the CPU machine, in the
 # checkout, with `bash benchmarks/gpu_prepare.sh`:

@@ -4,10 +4,11 @@
 #   .whl/           wheels of the pure-Python packages that machine lacks, for its Python 3.12: array-api-compat
 #                   (minisgd needs it) and array-api-strict (tests/test_backend.py imports it)
 #   .mnist/mnist/   MNIST's four .gz files, copied from $MINISGD_DATA/mnist (default ../shared/data/mnist)
-# Both are git-ignored; the device tool carries them: run(..., carry=[".whl", ".mnist"]). Run it from anywhere:
-#   bash benchmarks/gpu_prepare.sh
+# Both are git-ignored; the device tool carries them: run(..., carry=[".whl", ".mnist"]). Run it from anywhere, for
+# this checkout or for the one named:
+#   bash benchmarks/gpu_prepare.sh [CHECKOUT]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "${1:-$(dirname "$0")/..}"
 PYTHON=${PYTHON:-python3}
 # The versions this project's tests run with (setup.cfg: array-api-compat>=1.9, array-api-strict>=2.0).
 WHEELS=("array-api-compat==1.16.0" "array-api-strict==2.6.1")
