@@ -125,9 +125,9 @@ class MLP:
         values, labels in range; ``X`` (and real targets) cast to theta's dtype, 1-d mse targets made ``(N, 1)``.
 
         For loops that reuse checked data: the trainer checks its training set once and calls
-        ``backprop.loss_and_grad`` on batches of it, Lanczos calls ``hvp.hessian_vector_product`` at fixed
-        inputs. The value checks are reductions read on the host: on a GPU each one is a device-to-host copy
-        and a wait for the device, which a loop should not pay at every step.
+        ``backprop.loss_and_grad`` on batches of it (``hvp_operator`` does the same for Lanczos). The value checks
+        are reductions read on the host: on a GPU each one is a device-to-host copy and a wait for the device,
+        which a loop should not pay at every step.
         """
         return self._checked(theta, X, y, need_targets=y is not None)
 

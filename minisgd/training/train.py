@@ -414,6 +414,7 @@ class _Run:
         Xb, yb = (X, y) if cfg.sampling == "full" else (_gather(xp, X, idx), _gather(xp, y, idx))
         if cfg.augment is not None:
             Xb = cfg.augment(Xb, [cfg.seed, c.step])
+            Xb = Xb if Xb.dtype == self.X.dtype else xp.astype(Xb, self.X.dtype)  # as the checks would cast it
         lr = float(self.lr_schedule(c.step if self.lr_by_step else c.epoch))
         try:
             loss, g = backprop.loss_and_grad(net, self.theta, Xb, yb)  # loss: 0-d, on the device
