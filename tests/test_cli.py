@@ -26,7 +26,7 @@ def test_list(capsys):
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [ln.split()[0] for ln in lines] == experiments.names()  # the order is pinned in experiments/test_registry.py
-    assert "[10 points; --quick: 4]" in lines[0]
+    assert "[10 points; --quick: 2]" in lines[0]
 
 
 def test_run_rejects_unknown_keys_and_bad_values(capsys, tmp_path):

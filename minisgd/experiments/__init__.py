@@ -46,6 +46,7 @@ class Scenario:
     summarize: typing.Callable
     figures: typing.Callable
     checks: dict = field(default_factory=dict)  # key -> Check, where a key's range is not the default (see above)
+    needs_mnist: bool = True  # reads MNIST: `minisgd run` checks (or downloads) it before the first point
 
     def config(self, quick=False, **overrides):
         """The config: the full-size defaults, then the quick overrides if asked, then ``overrides``; each key
