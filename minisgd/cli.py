@@ -118,16 +118,14 @@ def _failure_printer(out, debug):
 
 def _config_help(scenario):
     import dataclasses
-    import typing
+    from .experiments import describe_key
     full, quick = scenario.config(), scenario.config(quick=True)
-    hints = typing.get_type_hints(scenario.config_class)
-    print(f"config keys of {scenario.name} (full default; --quick value where it differs):")
+    print(f"config keys of {scenario.name}: full default, the --quick value where it differs, what a value must be")
     for f in dataclasses.fields(full):
         q = getattr(quick, f.name)
         differs = f"   (quick: {q!r})" if q != getattr(full, f.name) else ""
-        hint = hints[f.name]
-        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-        print(f"  {f.name} = {getattr(full, f.name)!r}  [{kind}]{differs}")
+        must = describe_key(scenario.config_class, f.name, scenario.checks)
+        print(f"  {f.name} = {getattr(full, f.name)!r}{differs}  [{must}]")
     return 0
 
 

@@ -46,7 +46,8 @@ def test_run_rejects_unknown_keys_and_bad_values(capsys, tmp_path):
 def test_set_help_lists_the_keys(capsys):
     assert main(["run", "batch-sweep", "--set", "help"]) == 0
     out = capsys.readouterr().out
-    assert "target_loss = 0.01  [float | None]" in out and "(quick: 2048)" in out
+    assert "target_loss = 0.01   (quick: 0.05)  [a finite number > 0 or none]" in out
+    assert "n_train = 8192   (quick: 2048)  [an integer in [1, 60000]]" in out
 
 
 def test_gpu_without_cupy_is_a_clear_error(capsys, tmp_path):
@@ -229,7 +230,7 @@ def test_a_real_process_prints_one_line(tmp_path):
                            str(tmp_path / "run"), "--set", "n_train=0"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == ["minisgd: error: n_train must be an integer in [1, 60000], got 0"]
+    assert proc.stderr.strip().splitlines() == ["minisgd: error: n_train must be an integer in [1, 60000] or none, got 0"]
 
 
 # ---- manners: --version, help for users, show on a folder of runs -------------------------------------------------

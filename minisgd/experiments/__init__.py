@@ -134,33 +134,53 @@ def _is(value, kind):
     return isinstance(value, kind)
 
 
-def check_value(key, value, hint, check=None):
-    """Raise :class:`~minisgd.errors.ConfigError` unless ``value`` has the type ``hint`` (``int``, ``float``,
-    ``str``, ``bool``, ``tuple[X, ...]``, ``X | None``) and passes ``check`` (each item, for a tuple; default:
-    :data:`DEFAULT_CHECKS` of its type). Other annotations are not checked."""
+def _expectation(key, hint, check=None):
+    """``(kind, many, check, text)`` of a key annotated ``hint``: the scalar type, whether a tuple of them, the check
+    (default: :data:`DEFAULT_CHECKS` of the type) and what the value must be, in words; ``None`` for annotations
+    other than ``int``, ``float``, ``str``, ``bool``, tuples of them and ``X | None``."""
     args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    if optional:
         hint = next(a for a in args if a is not type(None))
         args = typing.get_args(hint)
     many = typing.get_origin(hint) in (tuple, list)
     kind = args[0] if many and args else hint
     if kind not in _KINDS:
-        return
+        return None
     check = check or DEFAULT_CHECKS[kind]
     one, several = _KINDS[kind]
     if check.text.startswith("one of"):  # the choices say the type
         one, several = "", "values, each"
     if many:
-        what = f"a non-empty list of {several} {check.text}".rstrip() + f" (on the command line: {key}=a,b,c)"
+        text = f"a non-empty list of {several} {check.text}".rstrip() + f" (on the command line: {key}=a,b,c)"
+    else:
+        text = f"{one} {check.text}".strip()
+    return kind, many, check, text + (" or none" if optional else "")
+
+
+def check_value(key, value, hint, check=None):
+    """Raise :class:`~minisgd.errors.ConfigError` unless ``value`` has the type ``hint`` (``int``, ``float``,
+    ``str``, ``bool``, ``tuple[X, ...]``, ``X | None``) and passes ``check`` (each item, for a tuple; default:
+    :data:`DEFAULT_CHECKS` of its type). Other annotations are not checked."""
+    expected = _expectation(key, hint, check)
+    optional = type(None) in typing.get_args(hint)
+    if expected is None or (value is None and optional):
+        return
+    kind, many, check, what = expected
+    if many:
         ok = isinstance(value, (tuple, list)) and len(value) > 0 and all(_is(v, kind) and check(v) for v in value)
     else:
-        what = f"{one} {check.text}".strip()
         ok = _is(value, kind) and check(value)
     if not ok:
         shown = "nothing" if value in ((), []) else repr(value)
         raise ConfigError(f"{key} must be {what}, got {shown}")
+
+
+def describe_key(config_class, key, checks=None):
+    """What ``key`` of ``config_class`` must be, in the words of the error for a bad value ("" if unchecked)."""
+    hint = typing.get_type_hints(config_class)[key]
+    expected = _expectation(key, hint, {**COMMON, **(checks or {})}.get(key))
+    return "" if expected is None else expected[3]
 
 
 def check_config(config_class, values, checks=None):

@@ -95,7 +95,7 @@ def test_check_value_by_type_and_range():
         ("lr", float("inf"), float, None, "lr must be a finite number > 0, got inf"),
         ("lr", "0.1", float, None, "lr must be a finite number > 0, got '0.1'"),
         ("k", 0, int, at_least(2), "k must be an integer >= 2, got 0"),
-        ("f", 0.0, float | None, between(0, 1, low_open=True), r"f must be a finite number in \(0, 1\], got 0.0"),
+        ("f", 0.0, float | None, between(0, 1, low_open=True), r"f must be a finite number in \(0, 1\] or none, got 0.0"),
         ("xs", (), tuple[int, ...], None, "xs must be a non-empty list of integers >= 1 .*xs=a,b,c.*got nothing"),
         ("xs", [1, -1], tuple[int, ...], None, r"xs must be .* got \[1, -1\]"),
         ("opt", "rmsprop", str, one_of("adam", "sgd"), "opt must be one of 'adam', 'sgd', got 'rmsprop'"),
