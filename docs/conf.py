@@ -35,6 +35,10 @@ myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]  # pages moved from the README keep their heading depths
 
 # ---- execution: every page with code cells runs at build time, in a fresh kernel, failing the build on error ---
+# One BLAS thread per kernel: on a shared 2-core machine a 2-thread OpenBLAS spins against the other jobs and small
+# GEMMs ran 17x slower (a tutorial's 1,600 Adam steps: 19.6 s against 1.2 s). The kernels inherit this environment.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 nb_execution_mode = os.environ.get("MINISGD_DOCS_EXECUTE", "force")
 nb_execution_timeout = 120  # seconds a cell; tests/test_docs.py checks every page under a minute
 nb_execution_raise_on_error = True
