@@ -8,8 +8,9 @@ it. A block that cannot run here says so in an HTML comment on the line before i
 (a GPU, a cluster); the test reports it as skipped with that reason. Executable pages (MyST notebooks, front
 matter ``file_format: mystnb``) are run by the Sphinx build instead.
 
-The build: ``sphinx-build -W --keep-going`` into a temporary folder, one BLAS thread per notebook kernel (see
-docs/conf.py), each executed page under a minute. It needs the ``docs`` extra (the README's test command installs
+The build: ``sphinx-build -W --keep-going -j 2`` into a temporary folder, one BLAS thread per notebook kernel (see
+docs/conf.py). How long each executed page took is on the built site's "Execution times" page (no test times
+anything: on a shared machine a wall-clock limit would fail by load, not by code). It needs the ``docs`` extra (the README's test command installs
 it; elsewhere the test skips, and fails under CI) and MNIST for the tutorials (skips without it, as the data tests
 do).
 """
@@ -29,7 +30,6 @@ SKIP_MARK = re.compile(r"<!--\s*docs-test:\s*skip:\s*(.+?)\s*-->")
 FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```", re.S | re.M)
 BLOCK_TIMEOUT_S = 300  # one page's blocks together
 BUILD_TIMEOUT_S = 540
-PAGE_LIMIT_S = 60.0  # every executed page (tutorial or derivation example), on 2 cores
 
 
 def is_notebook(path):
@@ -142,7 +142,7 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     if DATA_ROOT is None:
         pytest.skip("MNIST not found: the tutorials read it (set MINISGD_DATA to the folder that contains mnist/)")
     out, doctrees = tmp_path / "html", tmp_path / "doctrees"
-    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", "-d", str(doctrees),
+    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-j", "2", "-b", "html", "-d", str(doctrees),
                str(DOCS), str(out)]
     env = dict(env_for_examples(), MINISGD_DOCS_EXECUTE="force")
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
@@ -150,18 +150,7 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     assert result.returncode == 0, f"sphinx-build -W failed:\n{log[-8000:]}"
     for page in ("index", "internals/exact-hessian", "tutorials/sb-vs-lb", "gallery/keskar-mnist", "api/core"):
         assert (out / f"{page}.html").is_file(), f"{page}.html was not built"
-    slow = {doc: seconds for doc, seconds in executed_seconds(doctrees).items() if seconds > PAGE_LIMIT_S}
-    assert not slow, f"executed pages over {PAGE_LIMIT_S:.0f} s: {slow}"
     for page in sorted(p for p in DOCS.rglob("*.md") if is_notebook(p)):
         html = (out / page.relative_to(DOCS)).with_suffix(".html").read_text()
         assert "cell_output" in html, f"{page.relative_to(DOCS)} shows no executed output"
 
-
-def executed_seconds(doctrees):
-    """``{page: seconds}`` of every executed page, from myst-nb's record in the build environment."""
-    import pickle
-    with open(doctrees / "environment.pickle", "rb") as f:
-        env = pickle.load(f)
-    data = env.metadata
-    return {doc: meta["exec_data"]["runtime"] for doc, meta in data.items()
-            if isinstance(meta.get("exec_data"), dict) and meta["exec_data"].get("runtime") is not None}
