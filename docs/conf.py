@@ -40,8 +40,6 @@ suppress_warnings = ["myst.header"]  # pages moved from the README keep their he
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 nb_execution_mode = os.environ.get("MINISGD_DOCS_EXECUTE", "force")
-if nb_execution_mode == "off":  # a quick build of the text alone: unexecuted cells carry no kernel language
-    suppress_warnings.append("mystnb.lexer")
 nb_execution_timeout = 120  # seconds a cell; tests/test_docs.py checks every page under a minute
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
