@@ -54,10 +54,12 @@ def _lanczos_iterations(matvec, q0, max_iter):
     alphas, betas = [], []
     for j in range(max_iter):
         w = matvec(Q[j, :])
-        alphas.append(float(xp.sum(w * Q[j, :])))
+        alpha = xp.sum(w * Q[j, :])
         for _ in range(2):
             w = w - (Q[: j + 1, :].T @ (Q[: j + 1, :] @ w))
-        beta = float(xp.linalg.vector_norm(w))
+        # the step's one device-to-host copy: the Ritz values on the host need alpha_j and beta_j
+        alpha, beta = (float(v) for v in to_numpy(xp.stack([alpha, xp.linalg.vector_norm(w)])))
+        alphas.append(alpha)
         betas.append(beta)
         if beta > 0:
             Q[j + 1, :] = w / beta
@@ -132,7 +134,7 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
     """The ``k`` extreme Hessian eigenvalues (``k=None``: all, exact only), exactly or by Lanczos.
 
     ``method="auto"`` forms the Hessian when it and ``eigh``'s work space (about twice the matrix) fit in
-    memory, else runs Lanczos on ``net.hvp``; ``Spectrum.method`` says which was used. ``part`` takes the
+    memory, else runs Lanczos on ``net.hvp_operator``; ``Spectrum.method`` says which was used. ``part`` takes the
     spectrum of the Hessian (``"full"``), its Gauss-Newton part or its residual (exact route only).
     """
     if method not in METHODS:
@@ -154,7 +156,7 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
                          "(Lanczos here runs on Hessian-vector products of the full Hessian)")
     q0 = np.random.default_rng(seed).standard_normal(net.num_params)
     q0 = xp.asarray(q0, dtype=theta.dtype, device=device_of(theta))
-    return lanczos(lambda v: net.hvp(theta, X, y, v), q0, k, which, max_iter, tol, return_vectors)
+    return lanczos(net.hvp_operator(theta, X, y), q0, k, which, max_iter, tol, return_vectors)
 
 
 def top_eigenvalues(net, theta, X, y, k=1, seed=0, tol=1e-6, max_iter=None):
@@ -189,11 +191,12 @@ def spectral_density(net, theta, X, y, num_probes=10, steps=80, grid_size=1000, 
     P = net.num_params
     steps = min(steps, P)
     rng = np.random.default_rng(seed)
+    matvec = net.hvp_operator(theta, X, y)
     nodes = np.zeros((num_probes, steps))
     weights = np.zeros((num_probes, steps))
     for p in range(num_probes):
         q0 = xp.asarray(rng.standard_normal(P), dtype=theta.dtype, device=device_of(theta))
-        for m, alphas, betas, _ in _lanczos_iterations(lambda v: net.hvp(theta, X, y, v), q0, steps):
+        for m, alphas, betas, _ in _lanczos_iterations(matvec, q0, steps):
             if betas[-1] <= 1e-12 * max(abs(a) for a in alphas):
                 break  # Krylov space exhausted: the quadrature is exact
         T = np.diag(alphas) + np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)
