@@ -33,7 +33,9 @@ BUILD_TIMEOUT_S = 540
 
 
 def is_notebook(path):
-    return "file_format: mystnb" in path.read_text().split("\n---", 1)[0]
+    """A MyST notebook: front matter (between the first two ``---`` lines) that says ``file_format: mystnb``."""
+    text = path.read_text()
+    return text.startswith("---\n") and "file_format: mystnb" in text[4:].split("\n---", 1)[0]
 
 
 def markdown_pages():
