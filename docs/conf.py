@@ -56,7 +56,6 @@ napoleon_numpy_docstring = True
 # ---- output ------------------------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"minisgd {release}"
-html_static_path = ["_static"]
 html_theme_options = {"navigation_with_keys": True}
 html_show_sourcelink = False
 
