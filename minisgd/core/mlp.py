@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations, backprop, hessian, hvp, losses
+from . import activations, backprop, gauss_newton, hessian, hvp, losses
 from ..backend import namespace, to_device
 from ..errors import NonFiniteError, ShapeError
 from .passes import forward_pass
@@ -224,6 +224,18 @@ class MLP:
         """Hessian-vector products ``H @ V`` for ``V: (P,)`` or ``(P, k)``; see ``minisgd.core.hvp``."""
         theta, X, y = self._checked(theta, X, y)
         return hvp.hessian_vector_product(self, theta, X, y, self._checked_directions(theta, V))
+
+    def gauss_newton_vp(self, theta, X, y, V):
+        """Gauss-Newton-vector products ``G @ V`` for ``V: (P,)`` or ``(P, k)`` (L2 included), by a forward R-pass
+        and one backward pass; see ``minisgd.core.gauss_newton``."""
+        theta, X, y = self._checked(theta, X, y)
+        return gauss_newton.gauss_newton_vector_product(self, theta, X, y, self._checked_directions(theta, V))
+
+    def gauss_newton_diagonal(self, theta, X, y):
+        """``(P,)`` exact diagonal of the Gauss-Newton matrix (L2 included), without forming it."""
+        theta, X, y = self._checked(theta, X, y)
+        Z = forward_pass(self.unflatten(theta), X, self.activation, order=0).outputs
+        return gauss_newton.factor_diagonal(self, theta, X, self.loss_fn.hessian_factor(Z, y)) + self.l2
 
     def per_example_hvps(self, theta, X, y, v):
         """``(N, P)`` per-example Hessian-vector products ``(H_n + l2 I) v`` for one ``v: (P,)``."""

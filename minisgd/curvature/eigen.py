@@ -133,7 +133,8 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
 
     ``method="auto"`` forms the Hessian when it and ``eigh``'s work space (about twice the matrix) fit in
     memory, else runs Lanczos on ``net.hvp``; ``Spectrum.method`` says which was used. ``part`` takes the
-    spectrum of the Hessian (``"full"``), its Gauss-Newton part or its residual (exact route only).
+    spectrum of the Hessian (``"full"``), its Gauss-Newton part G (Lanczos on ``net.gauss_newton_vp``) or its
+    residual H - G (Lanczos on the difference of the two products).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -149,12 +150,19 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
         H = {"full": net.hessian, "gauss_newton": net.gauss_newton, "residual": net.residual}[part](
             theta, X, y, max_memory=max_memory)
         return exact_spectrum(H, k, which, return_vectors)
-    if k is None or part != "full":
-        raise ValueError("the whole spectrum (k=None) and the Gauss-Newton or residual parts need method='exact' "
-                         "(Lanczos here runs on Hessian-vector products of the full Hessian)")
+    if k is None:
+        raise ValueError("the whole spectrum (k=None) needs method='exact' (Lanczos finds the extreme eigenvalues)")
     q0 = np.random.default_rng(seed).standard_normal(net.num_params)
     q0 = xp.asarray(q0, dtype=theta.dtype, device=device_of(theta))
-    return lanczos(lambda v: net.hvp(theta, X, y, v), q0, k, which, max_iter, tol, return_vectors)
+    return lanczos(lambda v: _part_product(net, theta, X, y, v, part), q0, k, which, max_iter, tol, return_vectors)
+
+
+def _part_product(net, theta, X, y, v, part):
+    """``H v``, ``G v`` or ``(H - G) v`` for ``part`` "full", "gauss_newton" or "residual"."""
+    if part == "full":
+        return net.hvp(theta, X, y, v)
+    Gv = net.gauss_newton_vp(theta, X, y, v)
+    return Gv if part == "gauss_newton" else net.hvp(theta, X, y, v) - Gv
 
 
 def top_eigenvalues(net, theta, X, y, k=1, seed=0, tol=1e-6, max_iter=None):
