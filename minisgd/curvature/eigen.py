@@ -19,6 +19,9 @@ import numpy as np
 from ..backend import available_memory, device_of, namespace, to_numpy
 from ..core.hessian import PARTS, hessian_memory_bytes
 from ..errors import ConvergenceError
+from .estimators import Estimate
+from .estimators.hutchinson import hutchinson_trace as _hutchinson_trace
+from .operators import Hessian
 
 METHODS = ("auto", "exact", "lanczos")
 WHICH = ("largest", "smallest")
@@ -220,29 +223,11 @@ def hessian_trace(net, theta, X, y):
     return float(namespace(theta).sum(net.hessian_diagonal(theta, X, y)))
 
 
-@dataclass
-class Estimate:
-    """A Monte-Carlo or over-subsets estimate: ``mean``, its standard error or spread, and the samples."""
-
-    mean: float
-    stderr: float
-    samples: np.ndarray
-
-
 def hutchinson_trace(net, theta, X, y, num_probes=64, batch=16, seed=0):
     r"""Hutchinson's estimator :math:`\mathrm{tr} H = \mathbb E[v^T H v]`, Rademacher :math:`v`, with its
-    standard error :math:`\mathrm{sd}(v^T H v)/\sqrt{n}`. The probes go ``batch`` at a time through one HVP."""
-    xp = namespace(theta)
-    rng = np.random.default_rng(seed)
-    samples = []
-    for start in range(0, num_probes, batch):
-        k = min(batch, num_probes - start)
-        V = xp.asarray(rng.choice([-1.0, 1.0], size=(net.num_params, k)), dtype=theta.dtype,
-                       device=device_of(theta))
-        samples.append(to_numpy(xp.sum(V * net.hvp(theta, X, y, V), axis=0)))
-    samples = np.concatenate(samples)
-    stderr = samples.std(ddof=1) / np.sqrt(samples.size) if samples.size > 1 else float("inf")
-    return Estimate(float(samples.mean()), float(stderr), samples)
+    standard error; the probes go ``batch`` at a time through one HVP
+    (:func:`minisgd.curvature.estimators.hutchinson_trace` on the Hessian operator)."""
+    return _hutchinson_trace(Hessian(net, theta, X, y, max_directions=batch), num_probes, seed=seed, batch=batch)
 
 
 def layer_spectra(net, theta, X, y, k=None, max_memory=None):
