@@ -64,6 +64,23 @@ class MLP:
         self.layers = tuple(layers)
         self.num_params = start
 
+    @classmethod
+    def from_torch(cls, model, loss="cross_entropy", l2=0.0, dtype="float64", device="cpu"):
+        """``(net, theta)`` from a PyTorch ``nn.Sequential`` MLP, with identical outputs; see ``minisgd.core.interop``."""
+        from .interop import from_torch
+        return from_torch(model, loss, l2, dtype, device)
+
+    @classmethod
+    def from_params(cls, params, activation="tanh", loss="cross_entropy", l2=0.0, dtype="float64", device="cpu"):
+        """``(net, theta)`` from ``[(W: (n_in, n_out), b), ...]`` (NumPy, JAX) or Flax Dense parameters."""
+        from .interop import from_params
+        return from_params(params, activation, loss, l2, dtype, device)
+
+    def to_torch(self, theta):
+        """A PyTorch ``nn.Sequential`` computing ``self.forward(theta, X)``; see ``minisgd.core.interop``."""
+        from .interop import to_torch
+        return to_torch(self, theta)
+
     def __repr__(self):
         return (f"MLP(sizes={list(self.sizes)}, activation={self.activation.name!r}, "
                 f"loss={self.loss_fn.name!r}, l2={self.l2}) with P={self.num_params} parameters")
