@@ -14,8 +14,8 @@ numbers out, no file written. The client alone (this module, in the calling proc
     OUT/figures/NAME.png           the scenario's figures
 
 Each point is written as it arrives, NPZ first and JSON last, each to a temporary file renamed into place
-(``minisgd.training.checkpoint.atomic_write_bytes``), so the JSON's presence means the point is complete. Running the same
-sweep again skips every point whose JSON is there, retries failed ones, and re-collects, re-summarizes and redraws
+(``minisgd.training.checkpoint.atomic_write_bytes``), so the JSON's presence means the point is complete. Running the
+same sweep again skips every point whose JSON is there, retries failed ones, and re-collects, re-summarizes and redraws
 from the stored points; the stored config must equal the new one (:class:`ConfigMismatchError` names the keys
 that differ).
 

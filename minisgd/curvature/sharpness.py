@@ -14,7 +14,8 @@ Epsilon-sharpness (Keskar et al. 2017, metric 2.1). With :math:`x = \theta`, a m
 
 :math:`A = I` is the full space (:math:`p = P`, the box :math:`|y_i| \le \epsilon(|x_i| + 1)`); otherwise
 :math:`A` is random with i.i.d. standard normal entries (``random_subspace``; the paper says only that its
-columns are random) and :math:`A^+` is its Moore-Penrose pseudo-inverse, as in the paper. The maximum is approximated by a few iterations of a local solver, so
+columns are random) and :math:`A^+` is its Moore-Penrose pseudo-inverse, as in the paper. The maximum is approximated
+by a few iterations of a local solver, so
 :math:`\phi` is a lower bound on the true maximum; the value returned is always recomputed at the
 returned point, which lies in the box.
 
@@ -509,8 +510,8 @@ class SharpnessSummary:
     Maddox et al. 2020), negative eigenvalues counted as 0.
     method "exact": all from the dense eigendecomposition. "lanczos": top eigenvalue and effective
     dimension from the ``k`` largest Ritz values (the effective dimension is then a lower bound,
-    ``effective_dimension_is_bound``), Frobenius norm by Hutchinson on :math:`\mathrm{tr}(H^2) = \mathbb E\lVert Hv\rVert^2` with
-    ``frobenius_stderr`` (delta method; 0 when exact).
+    ``effective_dimension_is_bound``), Frobenius norm by Hutchinson on :math:`\mathrm{tr}(H^2) = \mathbb E\lVert
+    Hv\rVert^2` with ``frobenius_stderr`` (delta method; 0 when exact).
     """
 
     top_eigenvalue: float

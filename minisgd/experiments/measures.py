@@ -12,9 +12,9 @@ rescaled perturbed net), and so are :func:`minisgd.curvature.sharpness.scale_awa
 from dataclasses import dataclass
 
 from ..backend import namespace
-from ..curvature.sharpness import (epsilon_sharpness, expected_sharpness, fisher_rao_norm, relative_sharpness, scale_aware_sharpness)
 from ..curvature.eigen import hessian_trace, top_eigenvalues
-
+from ..curvature.sharpness import (epsilon_sharpness, expected_sharpness, fisher_rao_norm, relative_sharpness,
+                                   scale_aware_sharpness)
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class MeasureSettings:
     sigma: float = 1e-3  # standard deviation of the fixed Gaussian parameter noise
     relative_sigma: float = 1e-2  # s of the magnitude-aware noise sigma_i = s |theta_i|
     noise_samples: int = 16  # antithetic Monte-Carlo draws per noise average
+
 
 @dataclass(frozen=True)
 class Measure:

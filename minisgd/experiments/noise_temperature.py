@@ -1,8 +1,8 @@
 r"""noise-temperature: runs of plain SGD with the same temperature eta / B (1 - B/N) end at the same sharpness and
 test accuracy, runs with different temperatures do not (Jastrzebski et al. 2017; Smith and Le 2018).
 
-The SDE approximation of SGD (:mod:`minisgd.theory.temperature`) depends on the step eta and the batch B only through the
-temperature T = eta / B (1 - B/N) (batches drawn without replacement from N examples; plain SGD, no momentum, so
+The SDE approximation of SGD (:mod:`minisgd.theory.temperature`) depends on the step eta and the batch B only through
+the temperature T = eta / B (1 - B/N) (batches drawn without replacement from N examples; plain SGD, no momentum, so
 mu = 0 in eta / (B (1 - mu))), and it runs in the time t = eta * steps. The grid is temperatures x batch sizes x
 seeds; each point sets eta = T B / (1 - B/N) (:func:`~minisgd.theory.temperature.lr_for_temperature`) and trains from
 the seed's initial parameters (the same for every T and B) with that constant step.

@@ -22,7 +22,8 @@ as the small batch makes (Hoffer et al. 2017). Here each is one run per seed, fr
 * ``augmentation``: B, each batch image shifted by up to ``augment_shift`` pixels (:mod:`minisgd.data.augment`);
 * ``proximal``: B, each step ``proximal_steps`` Adam updates on the batch loss plus
   :math:`\frac{\rho}{2}\lVert\theta - \theta_t\rVert^2` (conservative training, Li et al. 2014);
-* ``noise``: B plus Gaussian noise with the covariance a batch of b has in excess of B (:mod:`minisgd.training.injection`),
+* ``noise``: B plus Gaussian noise with the covariance a batch of b has in excess of B
+(:mod:`minisgd.training.injection`),
   for as many updates as SB makes. Per update it then has an SB step's mean and covariance, so the pair ``longer`` /
   ``noise`` (the same updates, without and with the noise) isolates what the noise does.
 

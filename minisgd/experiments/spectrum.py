@@ -21,8 +21,8 @@ The model: a stratified subset of 10,000 training images, average-pooled to 7x7 
 eigendecompositions in seconds on the CPU. The inputs are raw (non-negative, not centred) pixels on purpose: the
 outliers come from the class means of the per-example gradients (Papyan 2019), and centring the inputs (PCA or
 standardization) shrinks those means; with PCA-30 inputs we found no clear outlier gap, with pooled pixels a gap
-of 1.8x (K = 10) to 12x (K = 2) after exactly K - 1 eigenvalues. The training uses Adam (lr 1e-3), 200 epochs each (LB: 2,000 updates),
-which brings both near their minimum for this small model (it cannot reach 100% training accuracy).
+of 1.8x (K = 10) to 12x (K = 2) after exactly K - 1 eigenvalues. The training uses Adam (lr 1e-3), 200 epochs each
+(LB: 2,000 updates), which brings both near their minimum for this small model (it cannot reach 100% training accuracy).
 """
 from dataclasses import asdict, dataclass
 

@@ -92,8 +92,8 @@ class GradientNoise:
     r"""Gradient noise on ``subset`` training examples: ``{"grad_noise_trace", "grad_norm_sq", "noise_scale"}``.
 
     :math:`\operatorname{tr}\Sigma` of the per-example gradients, :math:`\lVert g\rVert^2` and McCandlish et al.'s
-    simple noise scale :math:`\operatorname{tr}\Sigma / \lVert g\rVert^2`, as :func:`minisgd.theory.noise.gradient_noise`
-    defines them (one forward-backward pass on the subset).
+    simple noise scale :math:`\operatorname{tr}\Sigma / \lVert g\rVert^2`, as
+    :func:`minisgd.theory.noise.gradient_noise` defines them (one forward-backward pass on the subset).
     """
 
     subset: int | None = 1024  # examples of the training set, fixed across calls; None: all

@@ -8,8 +8,8 @@ r"""The trainer: minibatch SGD-type training that records exactly what it did an
     result.theta, result.history["test_acc"], result.history["top_eigenvalue"]
     result = train(net, theta0, data, cfg, resume="runs/sb")     # bit-identical continuation on the CPU
 
-Step ``t`` (0-based) draws batch :math:`\mathcal B_t` (:mod:`minisgd.training.sampling`), computes the minibatch loss and
-gradient at :math:`\theta_t`, and applies the optimizer's rule (:mod:`minisgd.training.optim`) with
+Step ``t`` (0-based) draws batch :math:`\mathcal B_t` (:mod:`minisgd.training.sampling`), computes the minibatch loss
+and gradient at :math:`\theta_t`, and applies the optimizer's rule (:mod:`minisgd.training.optim`) with
 :math:`\eta_t` and :math:`B_t` from the schedules (:mod:`minisgd.training.schedules`). Three options change the step,
 each a remedy for the large-batch gap (Keskar et al. 2017, section 5), and each random draw a pure function of
 ``(seed, t)`` so that a resumed run repeats it:
@@ -116,8 +116,8 @@ class TrainConfig:
         if self.divergence_factor is not None and not self.divergence_factor > 1:
             raise ValueError(f"divergence_factor must be > 1 (or None), got {self.divergence_factor!r}")
         if self.augment is not None and not (callable(self.augment) and hasattr(self.augment, "to_dict")):
-            raise ValueError(f"augment must be a batch transform with a to_dict() (e.g. "
-                             f"minisgd.data.augment.RandomShifts(max_shift, image_shape)) or None, got {self.augment!r}")
+            raise ValueError("augment must be a batch transform with a to_dict() (e.g. minisgd.data.augment."
+                             f"RandomShifts(max_shift, image_shape)) or None, got {self.augment!r}")
         if self.noise_batch is not None and (int(self.noise_batch) != self.noise_batch or self.noise_batch < 1):
             raise ValueError(f"noise_batch must be an integer >= 1 (the small batch whose noise to inject) or None, "
                              f"got {self.noise_batch!r}")
@@ -392,7 +392,8 @@ class _Run:
         """``(B_t,)`` int64 host indices of the examples step ``t`` sees."""
         c = self.c
         if self.batches_epoch != c.epoch:
-            self.batches, self.batches_epoch = self.sampler.epoch_batches(c.epoch, self.batch_schedule(c.epoch)), c.epoch
+            self.batches = self.sampler.epoch_batches(c.epoch, self.batch_schedule(c.epoch))
+            self.batches_epoch = c.epoch
         return self.batches[c.step_in_epoch]
 
     # ---- one update --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Synthetic problems: closed forms against Monte Carlo, Bayes errors against simulation, samplers.
+"""Synthetic problems (minisgd.data.synthetic): closed forms against Monte Carlo, seeded samplers, two spirals.
 
 Monte Carlo tolerances: an estimate from n independent draws is within 4 standard errors of its mean with
 probability > 0.9999 (Gaussian limit); the seeds are fixed, so each test is deterministic, and 4 SE says how
@@ -12,9 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from minisgd.data import (Dataset, DataError, GaussianMixture, estimate_mean, make_gaussian_mixture,
+from minisgd.data import (DataError, estimate_mean, make_gaussian_mixture,
                           make_linear_gaussian, make_two_spirals)
-from minisgd.data.mixture import chi_cdf, normal_cdf
 
 Z = 4.0  # standard errors allowed
 
@@ -78,54 +77,16 @@ def test_linear_gaussian_dataset(linear):
     np.testing.assert_array_equal(again.population.w_star, linear.population.w_star)
 
 
-# ---- Gaussian mixture ------------------------------------------------------------------------------------
-def simulated_error(pop: GaussianMixture, n: int, seed: int) -> tuple[float, float]:
-    X, y = pop.sample(n, seed)
-    p = float(np.mean(pop.bayes_classifier(X) != y))
-    return p, math.sqrt(p * (1 - p) / n)
 
 
-@pytest.mark.parametrize(
-    "K, d, method",
-    [(2, 3, "closed form"), (3, 1, "exact 1-d"), (3, 4, "quadrature"), (4, 6, "monte carlo")],
-)
-def test_bayes_error_against_simulation(K, d, method):
-    pop = make_gaussian_mixture(K=K, d=d, separation=3.0, seed=K * 10 + d).population
-    exact = pop.bayes_error(n_directions=200_000, rng=5)
-    assert exact.method == method
-    p, se = simulated_error(pop, 400_000, seed=6)
-    assert abs(exact.value - p) <= Z * math.hypot(se, exact.stderr), (exact, p, se)
 
 
-def test_bayes_error_two_classes_closed_form():
-    pop = GaussianMixture([[0.0, 0.0], [3.0, 4.0]], sigma=2.0)  # distance 5, so Phi(-5/4)
-    assert pop.bayes_error().value == pytest.approx(0.10564977366685535, rel=1e-12)
-    ds = make_gaussian_mixture(K=2, d=7, separation=2.0, sigma=1.0, seed=0)
-    assert ds.population.bayes_error().value == pytest.approx(float(normal_cdf(-1.0)), rel=1e-12)
 
 
-def test_bayes_classifier_is_nearest_mean():
-    pop = GaussianMixture(np.random.default_rng(0).standard_normal((5, 3)), sigma=0.5)
-    X, _ = pop.sample(1000, 1)
-    nearest = np.argmin(((X[:, None, :] - pop.means[None]) ** 2).sum(axis=2), axis=1)
-    np.testing.assert_array_equal(pop.bayes_classifier(X), nearest)
 
 
-def test_chi_cdf_closed_forms():
-    R = np.array([0.0, 0.3, 1.0, 2.5, 6.0, np.inf])
-    np.testing.assert_allclose(chi_cdf(R, 1), [0, math.erf(0.3 / math.sqrt(2)), math.erf(1 / math.sqrt(2)),
-                                             math.erf(2.5 / math.sqrt(2)), math.erf(6 / math.sqrt(2)), 1], rtol=1e-14)
-    np.testing.assert_allclose(chi_cdf(R, 2), 1 - np.exp(-R**2 / 2), rtol=1e-14)
-    stats = pytest.importorskip("scipy.stats")  # an independent implementation, when present
-    for r in range(1, 9):
-        np.testing.assert_allclose(chi_cdf(R, r), stats.chi.cdf(R, r), rtol=1e-12, atol=1e-15)
 
 
-def test_mixture_rejects_bad_means():
-    with pytest.raises(DataError, match="share a mean"):
-        GaussianMixture([[0.0, 1.0], [0.0, 1.0]])
-    with pytest.raises(DataError, match="K >= 2"):
-        GaussianMixture([[0.0, 1.0]])
 
 
 
@@ -144,7 +105,7 @@ def test_samplers_are_seeded():
             ds.population.sample(5, None)
 
 
-# ---- two spirals and the dataset object ------------------------------------------------------------------
+# ---- two spirals ---------------------------------------------------------------------------------------
 def test_two_spirals_geometry():
     ds = make_two_spirals(n_train=2000, noise=0.0, turns=1.0, seed=0)
     X, y = ds.X_train, ds.y_train
@@ -156,41 +117,5 @@ def test_two_spirals_geometry():
     assert abs(np.mean(y) - 0.5) <= Z * 0.5 / math.sqrt(2000)
 
 
-def test_dataset_checks_and_description():
-    X = np.zeros((4, 3))
-    with pytest.raises(DataError, match=r"labels y_train span \[0, 5\], outside \[0, 3\)"):
-        Dataset("bad", X, np.array([0, 1, 2, 5]), X, np.zeros(4, dtype=np.int64), num_classes=3)
-    with pytest.raises(DataError, match="X_test has 2 inputs"):
-        Dataset("bad", X, np.zeros(4, dtype=np.int64), np.zeros((4, 2)), np.zeros(4, dtype=np.int64), num_classes=3)
-    with pytest.raises(DataError, match="regression targets y_train must be"):
-        Dataset("bad", X, np.zeros(4), X, np.zeros((4, 1)), task="regression")
-    with pytest.raises(DataError, match="2-D floating"):
-        Dataset("bad", X.astype(np.uint8), np.zeros(4, dtype=np.int64), X, np.zeros(4, dtype=np.int64), num_classes=3)
-    ds = make_gaussian_mixture(seed=0)
-    text = ds.describe()
-    assert "gaussian-mixture: classification, 2 classes, d=2" in text and "GaussianMixture" in text
-    assert ds.metadata()["has_population"] is True
-    moved = ds.to("cpu")
-    assert moved.device == "cpu" and isinstance(moved.X_train, np.ndarray)
-    np.testing.assert_array_equal(moved.X_train, ds.X_train)
 
 
-def test_to_gpu_moves_or_explains():
-    from minisgd.errors import BackendUnavailableError
-
-    ds = make_two_spirals(n_train=10, n_test=5, seed=0)
-    try:
-        import cupy
-
-        has_gpu = cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no CuPy, or no driver
-        has_gpu = False
-    if not has_gpu:
-        with pytest.raises(BackendUnavailableError, match=r"minisgd\[gpu\]"):
-            ds.to("gpu")
-        return
-    on_gpu = ds.to("gpu")
-    assert on_gpu.device == "gpu" and type(on_gpu.X_train).__module__.startswith("cupy")
-    back = on_gpu.to("cpu")
-    np.testing.assert_array_equal(back.X_train, ds.X_train)
-    np.testing.assert_array_equal(back.y_train, ds.y_train)

@@ -1,15 +1,8 @@
 """batch-sweep's --quick run: every batch size reaches the target loss, and the full batch ends sharper than B = 32."""
 import numpy as np
-import pytest
 
 from minisgd.experiments import batch_sweep
-from support import check_run_folder, needs_mnist, quick_sweep
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    with quick_sweep("batch-sweep", tmp_path_factory.mktemp("batch-sweep")) as run:
-        yield run
+from support import check_run_folder, needs_mnist
 
 
 @needs_mnist

@@ -11,7 +11,7 @@ import pytest
 from minisgd.experiments import flatness_measures as fm
 from minisgd.experiments.measures import KEYS
 
-from support import needs_mnist, quick_sweep
+from support import needs_mnist
 
 
 def brute_force_tau_b(x, y):
@@ -87,12 +87,6 @@ def test_config_checks():
         fm.SCENARIO.config(batch_sizes=(32, 4096))
     config = fm.SCENARIO.config()
     assert len(fm.grid(config)) == len(config.batch_sizes) * len(config.lrs) * config.seeds == 75
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    with quick_sweep("flatness-measures", tmp_path_factory.mktemp("flatness-measures")) as run:
-        yield run
 
 
 @needs_mnist

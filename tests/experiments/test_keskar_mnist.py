@@ -3,13 +3,7 @@ with Adam the large-batch minimizer sharper."""
 import numpy as np
 import pytest
 
-from support import check_run_folder, needs_mnist, quick_sweep
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    with quick_sweep("keskar-mnist", tmp_path_factory.mktemp("keskar-mnist")) as run:
-        yield run
+from support import check_run_folder, needs_mnist
 
 
 @needs_mnist

@@ -11,7 +11,7 @@ from minisgd import experiments
 from minisgd.experiments import noise_temperature as nt
 from minisgd.theory.temperature import sde_temperature
 
-from support import needs_mnist, quick_sweep
+from support import needs_mnist
 
 
 def test_grid_and_full_mode():
@@ -45,12 +45,6 @@ def test_flags():
     dead = {**ok, "train_loss": 2.30}  # at chance: log 10
     assert not nt.in_sde_regime(dead, 0.5) and nt.flags(dead, 0.5) == "collapsed"
     assert nt.collapsed(1.2, 2.3) and not nt.collapsed(1.1, 2.3)
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    with quick_sweep("noise-temperature", tmp_path_factory.mktemp("noise-temperature")) as run:
-        yield run
 
 
 @needs_mnist

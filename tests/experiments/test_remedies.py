@@ -16,7 +16,7 @@ from minisgd.experiments import remedies
 from minisgd.experiments.report import pm
 from minisgd.training.schedules import GeometricBatch, WarmStartBatch, Warmup
 
-from support import check_run_folder, needs_mnist, quick_sweep
+from support import check_run_folder, needs_mnist
 
 
 def point(run, **overrides):
@@ -87,12 +87,6 @@ def test_gap_closed_is_paired_by_seed():
     assert row["noise"]["pooled"] == f"{0.08 / 0.22:.2f}"
     assert row["lr-linear"]["vs"] == "sb-momentum/lb-momentum"
     assert "best first: lr-linear 0.42, noise 0.36" in text
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    with quick_sweep("remedies", tmp_path_factory.mktemp("remedies")) as run:
-        yield run
 
 
 @needs_mnist

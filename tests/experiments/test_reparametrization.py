@@ -9,7 +9,7 @@ import pytest
 from minisgd.experiments import reparametrization as rp
 from minisgd.experiments.measures import INVARIANT, KEYS
 
-from support import needs_mnist, quick_sweep
+from support import needs_mnist
 
 
 def test_config_checks():
@@ -24,12 +24,6 @@ def test_config_checks():
 def test_verdict():
     assert rp.verdict(np.array([[1.0, 1 + 1e-9, 1 - 1e-8]])).startswith("invariant")
     assert rp.verdict(np.array([[1e3, 1.0, 1e-3]])) == "moves: 6.0 orders of magnitude"
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    with quick_sweep("reparametrization", tmp_path_factory.mktemp("reparametrization")) as run:
-        yield run
 
 
 @needs_mnist

@@ -2,13 +2,7 @@
 import pytest
 
 from minisgd.experiments import spectrum
-from support import check_run_folder, needs_mnist, quick_sweep
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    with quick_sweep("spectrum", tmp_path_factory.mktemp("spectrum")) as run:
-        yield run
+from support import check_run_folder, needs_mnist
 
 
 @needs_mnist

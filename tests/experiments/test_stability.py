@@ -17,17 +17,8 @@ import pytest
 
 from minisgd import sweep
 from minisgd.experiments import stability
-from support import needs_mnist, quick_sweep
+from support import needs_mnist
 
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    """The --quick sweep on 2 worker processes with one BLAS thread each (as `minisgd run --jobs 2`)."""
-    with quick_sweep("stability", tmp_path_factory.mktemp("stability")) as (config, report):
-        pass
-    assert report.ok, [f["error"] for f in report.failures]
-    return config, report
 
 
 def test_grid_and_config():
@@ -40,8 +31,9 @@ def test_grid_and_config():
 
 
 @needs_mnist
-def test_gd_threshold_on_the_model_and_the_network(quick):
-    config, report = quick
+def test_gd_threshold_on_the_model_and_the_network(quick_run):
+    config, report = quick_run
+    assert report.ok, [f["error"] for f in report.failures]
     thr = [r["result"] for r in report.records if r["point"]["part"] == "thresholds"]
     assert len(thr) == config.seeds
     for r in thr:
@@ -61,8 +53,9 @@ def test_gd_threshold_on_the_model_and_the_network(quick):
 
 
 @needs_mnist
-def test_sgd_mean_square_threshold(quick):
-    config, report = quick
+def test_sgd_mean_square_threshold(quick_run):
+    config, report = quick_run
+    assert report.ok, [f["error"] for f in report.failures]
     for r in (rec["result"] for rec in report.records if rec["point"]["part"] == "thresholds"):
         assert r["curved_dim"] <= r["num_examples"]  # rank of sum_i J_i^T J_i with K = 1
         by_b = {s["B"]: s["eta_star_B"] for s in r["sgd"]}
@@ -77,8 +70,9 @@ def test_sgd_mean_square_threshold(quick):
 
 
 @needs_mnist
-def test_edge_of_stability(quick):
-    config, report = quick
+def test_edge_of_stability(quick_run):
+    config, report = quick_run
+    assert report.ok, [f["error"] for f in report.failures]
     eos = [rec for rec in report.records if rec["point"]["part"] == "eos"]
     assert len(eos) == config.seeds * len(stability.METHODS) * len(config.etas)
     for rec in eos:

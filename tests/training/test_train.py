@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import minisgd as ms
-from minisgd.training.callbacks import GradientNoise, StopTraining, TopEigenvalue, every
+from minisgd.training.callbacks import GradientNoise, StopTraining, every
 from support import DATA_ROOT, needs_mnist
-from minisgd.training.train import ArrayData, DivergenceError, TrainConfig, batch_sequence, planned_steps, train
+from minisgd.training.train import DivergenceError, TrainConfig, batch_sequence, planned_steps, train
 from minisgd.data import augment
 from minisgd.training import injection
 
@@ -127,18 +127,6 @@ def test_history_and_measurements():
     assert h["train_loss"][0] == pytest.approx(net.loss(theta, data[0], data[1]), rel=1e-12)
 
 
-def test_gradient_noise_and_top_eigenvalue_against_dense_references():
-    net, theta, (X, y, _, _) = small_classifier(N=40)
-    data = ArrayData(X, y)
-    G = net.per_example_grads(theta, X, y)  # (N, P)
-    noise = GradientNoise(subset=None)(net, theta, data, 0)
-    assert noise["grad_noise_trace"] == pytest.approx(np.mean(np.sum((G - G.mean(0)) ** 2, axis=1)), rel=1e-10)
-    assert noise["noise_scale"] == pytest.approx(noise["grad_noise_trace"] / np.sum(G.mean(0) ** 2), rel=1e-12)
-    top = TopEigenvalue(subset=None)(net, theta, data, 0)
-    assert top == pytest.approx(np.linalg.eigvalsh(net.hessian(theta, X, y))[-1], rel=1e-6)
-    sub = TopEigenvalue(subset=25, seed=3)(net, theta, data, 0)
-    idx = np.sort(np.random.default_rng(3).choice(40, 25, replace=False))
-    assert sub == pytest.approx(np.linalg.eigvalsh(net.hessian(theta, X[idx], y[idx]))[-1], rel=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # without a factor, only inf / nan stops the run
