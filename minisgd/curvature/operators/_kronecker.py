@@ -77,6 +77,22 @@ class KroneckerEigenOperator(CurvatureOperator):
         values = [to_numpy(self.xp.reshape(self._values(S), (-1,))) for _, _, S in self.eigen]
         return np.sort(np.concatenate(values))[::-1]
 
+    def eigenpairs(self, k):
+        """The ``k`` largest eigenvalues ``(k,)`` (NumPy, descending) and their eigenvectors ``(P, k)`` (on theta's
+        device), in closed form: eigenvalue ``S[i, o]`` of layer l has the vector ``kron(U_A[:, i], U_B[:, o])`` in
+        the layer's rows, zero elsewhere. Ties are broken by layer, then row-major position."""
+        xp = self.xp
+        values = np.concatenate([to_numpy(xp.reshape(self._values(S), (-1,))) for _, _, S in self.eigen])
+        order = np.argsort(-values, kind="stable")[:k]
+        vectors = xp.zeros((self.shape[0], order.size), dtype=self.theta.dtype, device=device_of(self.theta))
+        offsets = np.cumsum([0] + [layer.size for layer in self.net.layers])  # layer l's eigenvalues start here
+        for column, index in enumerate(order):
+            l = int(np.searchsorted(offsets, index, side="right")) - 1
+            layer, (UA, UB, _) = self.net.layers[l], self.eigen[l]
+            i, o = divmod(int(index - offsets[l]), layer.fan_out)
+            vectors[layer.start:layer.stop, column] = xp.reshape(UA[:, i][:, None] * UB[:, o][None, :], (-1,))
+        return values[order], vectors
+
     def to_dense(self):
         self._check_dense_fits()
         xp = self.xp

@@ -91,3 +91,13 @@ def test_an_undamped_singular_kfac_cannot_be_inverted():
     K.inverse(1e-3)
     with pytest.raises(ConfigError, match="not an inverse"):
         K.inverse(1e-3).inverse(1.0)
+
+
+def test_top_eigenpairs_in_closed_form(small):
+    net, theta, X, y = small
+    for op in (KFAC(net, theta, X, y), KFAC(net, theta, X, y).inverse(1e-2)):
+        dense = op.to_dense()
+        values, vectors = op.eigenpairs(5)
+        np.testing.assert_allclose(values, np.linalg.eigvalsh(dense)[::-1][:5], rtol=1e-12)
+        np.testing.assert_allclose(vectors.T @ vectors, np.eye(5), atol=1e-13)  # orthonormal
+        np.testing.assert_allclose(dense @ vectors, vectors * values, rtol=0, atol=1e-12 * values[0])
