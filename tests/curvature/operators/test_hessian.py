@@ -7,6 +7,7 @@ from scipy.sparse.linalg import eigsh
 from minisgd.curvature.operators import Hessian, _base
 from minisgd.errors import HessianTooLargeError, ShapeError
 from minisgd.testing import assert_allclose_relative
+from test_backend import HAVE_GPU
 
 from .conftest import RTOL, check_against_dense, make_problem
 
@@ -62,3 +63,32 @@ def test_bad_shapes_and_too_large_dense_raise(monkeypatch):
     monkeypatch.setattr(_base, "available_memory", lambda xp: 1000)
     with pytest.raises(HessianTooLargeError, match="to_dense"):
         _base.CurvatureOperator.to_dense(H)
+
+
+@pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU")
+def test_every_operator_keeps_cupy_arrays_on_the_gpu():
+    """An operator built on CuPy arrays: ``@`` with a CuPy V stays on the GPU, with a NumPy V (SciPy's eigsh) comes
+    back as NumPy; both equal the CPU operator's products (float64, cuBLAS vs OpenBLAS rounding: 1e-10)."""
+    import array_api_compat
+    import cupy
+
+    from minisgd.curvature.operators import (EKFAC, KFAC, EmpiricalFisher, Fisher, GaussNewton, Residual)
+    net, theta, X, y = make_problem([5, 7, 6, 3], "tanh", "cross_entropy", 1e-3)
+    gpu = [cupy.asarray(a) for a in (theta, X, y)]
+    V = np.random.default_rng(4).standard_normal((net.num_params, 3))
+    for cls, kwargs in [(Hessian, {}), (GaussNewton, {}), (Residual, {}), (Fisher, {}), (Fisher, {"mc_samples": 2}),
+                        (EmpiricalFisher, {}), (KFAC, {}), (EKFAC, {})]:
+        cpu_op, gpu_op = cls(net, theta, X, y, **kwargs), cls(net, *gpu, **kwargs)
+        ref = cpu_op @ V
+        on_gpu = gpu_op @ cupy.asarray(V)
+        assert array_api_compat.is_cupy_array(on_gpu), cls.__name__
+        assert_allclose_relative(cupy.asnumpy(on_gpu), ref, rtol=1e-10, relative_to="max", what=cls.__name__)
+        back = gpu_op @ V
+        assert isinstance(back, np.ndarray)
+        assert_allclose_relative(back, ref, rtol=1e-10, relative_to="max", what=f"{cls.__name__}, NumPy V")
+        assert gpu_op.trace() == pytest.approx(cpu_op.trace(), rel=1e-10)
+    top = eigsh(Hessian(net, *gpu), k=2, which="LA", tol=1e-12, return_eigenvectors=False)
+    np.testing.assert_allclose(np.sort(top), np.linalg.eigvalsh(net.hessian(theta, X, y))[-2:], rtol=1e-9)
+    inverse = KFAC(net, *gpu).inverse(1e-2)
+    assert_allclose_relative(cupy.asnumpy(inverse @ cupy.asarray(V)), KFAC(net, theta, X, y).inverse(1e-2) @ V,
+                             rtol=1e-9, relative_to="max", what="KFAC inverse on the GPU")
