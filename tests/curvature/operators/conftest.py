@@ -45,3 +45,8 @@ def check_against_dense(op, dense, what, rng=None):
         assert_allclose_relative(AV, dense @ V, rtol=RTOL, relative_to="max", what=f"{what} @ V{shape}")
     assert_allclose_relative(op.diagonal(), np.diag(dense), rtol=RTOL, relative_to="max", what=f"{what} diagonal")
     assert op.trace() == pytest.approx(np.trace(dense), rel=RTOL, abs=RTOL * abs(dense).max())
+
+
+def blocks(net, dense):
+    """The diagonal blocks ``(P_l, P_l)`` of a dense ``(P, P)``, one per layer."""
+    return [dense[layer.start:layer.stop, layer.start:layer.stop] for layer in net.layers]

@@ -5,11 +5,7 @@ import pytest
 
 from minisgd.curvature.operators import EKFAC, KFAC
 
-from .conftest import RTOL, check_against_dense, make_problem
-
-
-def blocks(net, dense):
-    return [dense[layer.start:layer.stop, layer.start:layer.stop] for layer in net.layers]
+from .conftest import RTOL, blocks, check_against_dense, make_problem
 
 
 @pytest.mark.parametrize("fisher_type", ["gauss_newton", "empirical"])
