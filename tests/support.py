@@ -55,3 +55,15 @@ def check_run_folder(report):
     assert (out / "results.json").is_file() and (out / "results.npz").is_file()
     assert report.figures and all(p.read_bytes()[:4] == b"\x89PNG" for p in report.figures)
     assert "The summary failed" not in report.summary and "Drawing the figures failed" not in report.summary
+
+
+def torch_order(net):
+    """``perm`` with ``theta = torch_flat[perm]``: PyTorch stores each ``Linear`` weight as (out, in) row-major and then
+    the bias; minisgd stores ``[W; b]`` with ``W: (in, out)`` row-major (``W = weight.T``)."""
+    import numpy as np
+    perm, offset = [], 0
+    for layer in net.layers:
+        I, O = layer.fan_in, layer.fan_out
+        perm += [offset + o * I + i for i in range(I) for o in range(O)] + [offset + I * O + o for o in range(O)]
+        offset += layer.size
+    return np.array(perm)

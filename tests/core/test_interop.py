@@ -6,6 +6,7 @@ import pytest
 from minisgd import MLP
 from minisgd.errors import UnsupportedModelError
 from minisgd.testing import assert_allclose_relative
+from support import torch_order
 
 try:
     import torch
@@ -13,17 +14,6 @@ try:
 except ImportError:  # PyTorch is optional: only the from_params tests run without it
     torch = nn = None
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (optional: pip install torch)")
-
-
-def torch_order(net):
-    """``perm`` with ``theta = torch_flat[perm]``: torch stores each weight as (out, in) row-major, minisgd as (in, out)."""
-    perm, offset = [], 0
-    for layer in net.layers:
-        I, O = layer.fan_in, layer.fan_out
-        perm += [offset + o * I + i for i in range(I) for o in range(O)]  # W[i, o] = W_t[o, i]
-        perm += [offset + I * O + o for o in range(O)]
-        offset += layer.size
-    return np.array(perm)
 
 
 def torch_derivatives(model, X, y, loss):
