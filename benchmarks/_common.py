@@ -50,13 +50,14 @@ def limit_blas(n):
 # Optional libraries
 # ----------------------------------------------------------------------------------------------
 
-def load_jax():
+def load_jax(platform="cpu"):
+    """JAX with float64 on ``platform`` ("cpu", or "gpu" for its CUDA plugin), or None when it cannot load."""
     try:
         import jax
     except Exception:  # ImportError, or a broken jaxlib
         return None
     jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_platforms", {"gpu": "cuda"}.get(platform, platform))
     return jax
 
 

@@ -12,7 +12,8 @@ import numpy as np
 from .errors import BackendUnavailableError
 
 DEVICES = ("cpu", "gpu")
-GPU_INSTALL_HINT = "install the GPU extra with `pip install minisgd[gpu]` (CuPy for CUDA 12) on a machine with an NVIDIA GPU"
+GPU_INSTALL_HINT = ("install CuPy with `pip install minisgd[gpu]` (CUDA 12) or `pip install minisgd[gpu-cuda13]` "
+                    "(CUDA 13; `nvidia-smi` shows the driver's CUDA version) on a machine with an NVIDIA GPU")
 
 
 device_of = array_api_compat.device
@@ -67,6 +68,9 @@ def to_numpy(array):
         return array.get()
     if isinstance(array, np.ndarray):
         return array
+    if type(array).__module__.startswith("array_api_strict"):
+        import array_api_strict  # its stand-in devices ("device1") refuse implicit copies to the host, as CuPy does
+        array = array.to_device(array_api_strict.Device())
     return np.asarray(array)
 
 

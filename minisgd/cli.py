@@ -1,27 +1,38 @@
-"""The ``minisgd`` command line. Library code never prints; this module does.
+"""The ``minisgd`` command: run the experiments of Keskar et al. (2017) on exact curvature, and look at the results.
 
-``minisgd list``: the scenarios, one line each.
-``minisgd run NAME [--quick] [--seed S] [--seeds K] [--device cpu|gpu] [--jobs J | --scheduler ADDRESS] [--out DIR]
-[--set key=value ...] [--plots DIR]``: run a scenario's sweep into a run folder (default ``runs/NAME`` or
-``runs/NAME-quick``), here, on a process pool or on Dask; running it again resumes (finished points are skipped) and
-redraws the summary and figures.
-``minisgd show RUN_DIR``: the summary of a run.
-``minisgd demo``: the exact Hessian spectrum of a small random network, checked against finite differences
-of the hand-derived gradient.
+The interface of the package (with :mod:`minisgd.sweep`): the only module besides the experiments' figures that
+prints. A user's mistake (a config value, the run folder, the data) is found before any point runs and printed as
+one line, exit code 2; ``--debug`` (or ``MINISGD_DEBUG=1``) shows the traceback instead.
 """
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import MLP
+from ._version import __version__
 from .core import activations
+from .errors import MinisgdError, RunFolderError
 from .testing import finite_difference_jacobian
+
+DESCRIPTION = ("Exact curvature of small neural networks, derived by hand, and the experiments of Keskar et al. "
+               "(2017): why large batches find sharp minima that generalize worse.")
+EPILOG = """examples:
+  minisgd run keskar-mnist --quick      the main experiment, small version (about a minute; downloads MNIST once)
+  minisgd list                          every experiment, one line each
+  minisgd run spectrum --set help       the config keys of an experiment, with their defaults
+  minisgd show runs                     the run folders in runs/, each finished, partial or failed
+  minisgd demo                          an exact Hessian checked against finite differences (no data needed)
+
+MNIST is read from $MINISGD_DATA/mnist/ (MINISGD_DATA names the folder that contains mnist/), else from the user
+cache, where the first run downloads it. Set MINISGD_OFFLINE=1 to never download."""
 
 
 def _demo_problem(args):
@@ -88,23 +99,33 @@ def _error(message):
     return 2
 
 
-def _print_failure(failure):
-    print(f"\npoint {failure['key']} failed: {failure['error']}\n  point: {json.dumps(failure['point'])}\n"
-          + "  " + failure["traceback"].rstrip().replace("\n", "\n  "), file=sys.stderr)
+def debugging(args=None):
+    """``--debug`` or ``MINISGD_DEBUG=1``: tracebacks instead of one-line errors."""
+    env = os.environ.get("MINISGD_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or bool(getattr(args, "debug", False))
+
+
+def _failure_printer(out, debug):
+    """Print a failed point as one line (with ``debug``: its point and traceback too)."""
+    def show(failure):
+        where = f"traceback in {Path(out) / 'points' / (failure['key'] + '.failed.json')}"
+        print(f"point {failure['key']} failed: {failure['error']} ({where})", file=sys.stderr)
+        if debug:
+            print(f"  point: {json.dumps(failure['point'])}\n  " + failure["traceback"].rstrip().replace("\n", "\n  "),
+                  file=sys.stderr)
+    return show
 
 
 def _config_help(scenario):
     import dataclasses
-    import typing
+    from .experiments import describe_key
     full, quick = scenario.config(), scenario.config(quick=True)
-    hints = typing.get_type_hints(scenario.config_class)
-    print(f"config keys of {scenario.name} (full default; --quick value where it differs):")
+    print(f"config keys of {scenario.name}: full default, the --quick value where it differs, what a value must be")
     for f in dataclasses.fields(full):
         q = getattr(quick, f.name)
         differs = f"   (quick: {q!r})" if q != getattr(full, f.name) else ""
-        hint = hints[f.name]
-        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-        print(f"  {f.name} = {getattr(full, f.name)!r}  [{kind}]{differs}")
+        must = describe_key(scenario.config_class, f.name, scenario.checks)
+        print(f"  {f.name} = {getattr(full, f.name)!r}{differs}  [{must}]")
     return 0
 
 
@@ -130,10 +151,38 @@ def _executor(args):
         yield None
 
 
+def check_run_folder(out):
+    """Raise :class:`~minisgd.errors.RunFolderError` unless ``out`` is, or can be made, a folder this process can
+    write in: not a file, not under a file, not on a read-only file system. Creates nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file, not a folder; choose another --out")
+    existing = out
+    while not existing.exists():  # the nearest existing ancestor: where the first folder would be made
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunFolderError(f"--out {out} lies under {existing}, which is a file; choose another --out")
+    try:
+        with tempfile.TemporaryFile(dir=existing):  # the real test: permissions, read-only mounts, quotas
+            pass
+    except OSError as exc:
+        raise RunFolderError(f"--out {out}: cannot write in {existing} ({exc.strerror or exc}); choose a folder "
+                             "you can write to") from None
+
+
+def check_data(scenario, args):
+    """MNIST present and verified (SHA-256 of every file), or downloaded now, once for the whole sweep; skipped for
+    scenarios without MNIST and for workers elsewhere (``--scheduler tcp://...``: they read their own copy)."""
+    if not scenario.needs_mnist or (args.scheduler and not args.scheduler.startswith("local:")):
+        return
+    from .data import read_mnist
+    read_mnist()
+
+
 def run_scenario(args):
+    """``minisgd run NAME``: everything that can be checked is checked before the first point (the config, the
+    run folder, the data), then the sweep runs."""
     from . import experiments, sweep
-    from .training.checkpoint import ConfigMismatchError
-    from .errors import ClusterError, ExtraNotInstalledError
     try:
         scenario = experiments.get(args.name)
         if args.set == ["help"]:
@@ -142,20 +191,21 @@ def run_scenario(args):
                      if v is not None}
         overrides.update(experiments.parse_overrides(scenario.config_class, args.set or []))
         config = scenario.config(quick=args.quick, **overrides)
-    except (KeyError, ValueError, TypeError) as exc:
+        scenario.check(config)
+    except (KeyError, ValueError) as exc:  # unknown names and keys, unparsable values, ConfigError
+        if debugging(args):
+            raise
         return _error(exc.args[0] if exc.args else exc)
-    if config.device == "gpu":
-        from .backend import device_namespace
-        from .errors import BackendUnavailableError
-        try:
-            device_namespace("gpu")
-        except BackendUnavailableError as exc:
-            return _error(exc)
-    out = Path(args.out or f"runs/{scenario.name}{'-quick' if args.quick else ''}")
     if args.jobs < 1:
         return _error(f"--jobs must be >= 1, got {args.jobs}")
     if args.scheduler and args.jobs != 1:
         return _error("--jobs and --scheduler exclude each other: on Dask, the cluster's workers run the points")
+    if config.device == "gpu":
+        from .backend import device_namespace
+        device_namespace("gpu")
+    out = Path(args.out or f"runs/{scenario.name}{'-quick' if args.quick else ''}")
+    check_run_folder(out)
+    check_data(scenario, args)
     total = len(scenario.grid(config))
     where = f"on Dask ({args.scheduler})" if args.scheduler else f"{args.jobs} job(s)"
     print(f"{scenario.name}: {total} points, {'quick' if args.quick else 'full'} mode, {where}, run folder {out}",
@@ -164,9 +214,7 @@ def run_scenario(args):
     try:
         with _executor(args) as executor:
             report = sweep.run_sweep(scenario, config, out, executor=executor, progress=args.progress,
-                                     on_failure=_print_failure)
-    except (ConfigMismatchError, ExtraNotInstalledError, ClusterError) as exc:
-        return _error(exc)
+                                     on_failure=_failure_printer(out, debugging(args)))
     except KeyboardInterrupt:
         print(f"\nstopped; the finished points are in {out}/points: run the same command to resume",
               file=sys.stderr)
@@ -184,14 +232,43 @@ def run_scenario(args):
     return 0 if report.ok else 1
 
 
+def _run_state(folder):
+    """``(scenario, state, finished, total)`` of a run folder; state is "finished", "partial" or "failed" (some
+    point failed), total ``None`` when the stored config no longer makes a grid."""
+    from . import experiments, sweep
+    name, stored, records, failures = sweep.load_sweep(folder)
+    total = None
+    try:
+        sc = experiments.get(name)
+        hints = {f: v for f, v in stored.items() if f in experiments.config_keys(sc.config_class)}
+        total = len(sc.grid(sc.config(**{k: tuple(v) if isinstance(v, list) else v for k, v in hints.items()})))
+    except (KeyError, ValueError, TypeError):
+        pass
+    state = "failed" if failures else "finished" if total is not None and len(records) >= total else "partial"
+    return name, state, len(records), total
+
+
 def show_run(args):
+    """``minisgd show DIR``: the summary of a run folder, or the run folders inside DIR with their state."""
     from . import sweep
     out = Path(args.run_dir)
+    if not out.is_dir():
+        return _error(f"{out} is not a folder; give a run folder (--out of `minisgd run`) or a folder of them, "
+                      "e.g. runs")
+    if not (out / "config.json").is_file():
+        runs = sorted(p for p in out.iterdir() if (p / "config.json").is_file())
+        if not runs:
+            return _error(f"{out} holds no run folders (folders with a config.json); `minisgd run NAME --out "
+                          f"{out}/NAME` makes one")
+        width = max(len(p.name) for p in runs)
+        for p in runs:
+            name, state, done, total = _run_state(p)
+            print(f"{p.name:<{width}}  {name:<18} {state:<8}  {done}/{total if total is not None else '?'} points")
+        print(f"\n`minisgd show {out}/NAME` prints the summary of one; `minisgd run SCENARIO --out {out}/NAME` "
+              "resumes a partial one or retries failed points")
+        return 0
     summary = out / "summary.md"
-    try:
-        name, _config, records, failures = sweep.load_sweep(out)
-    except FileNotFoundError as exc:
-        return _error(exc)
+    name, _config, records, failures = sweep.load_sweep(out)
     if summary.is_file():
         print(summary.read_text())
         return 0
@@ -209,37 +286,52 @@ def run_script(path, argv=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="minisgd", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="minisgd", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"minisgd {__version__}")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error (also: MINISGD_DEBUG=1)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (also: "
+                        "MINISGD_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("list", help="the scenarios, one line each")
+    p = sub.add_parser("list", parents=[debug], help="the experiments, one line each",
+                       description="The experiments you can run, with their number of points (full and --quick).")
     p.set_defaults(func=list_scenarios)
 
-    p = sub.add_parser("run", help="run a scenario (resumes an unfinished run folder)",
-                       description="Run a scenario's sweep. Config keys: see `--set help` or the scenario's module.")
-    p.add_argument("name", metavar="NAME", help="scenario name (see `minisgd list`)")
-    p.add_argument("--quick", action="store_true", help="the small version (about a minute; what the tests run)")
-    p.add_argument("--seed", type=int, help="first seed")
-    p.add_argument("--seeds", type=int, help="number of seeds")
-    p.add_argument("--device", choices=("cpu", "gpu"), help="where to compute (default cpu)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1: in this process)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run the points on Dask: tcp://HOST:PORT of a running "
-                   "scheduler, or local:N for a local cluster of N worker processes (needs pip install "
-                   "'minisgd[dist]')")
-    p.add_argument("--out", help="run folder (default runs/NAME, or runs/NAME-quick)")
+    p = sub.add_parser("run", parents=[debug], help="run an experiment (runs again resume where it stopped)",
+                       description="Run an experiment: its points (one per setting and seed) are computed and written "
+                       "to a run folder, then its summary and figures. Stopped, it resumes: the same command skips "
+                       "the points already done.",
+                       epilog="The config keys of an experiment, with their defaults: minisgd run NAME --set help")
+    p.add_argument("name", metavar="NAME", help="the experiment (see `minisgd list`)")
+    p.add_argument("--quick", action="store_true", help="the small version: about a minute")
+    p.add_argument("--seed", type=int, help="the first seed (default 0)")
+    p.add_argument("--seeds", type=int, help="how many seeds: seed, seed + 1, ...")
+    p.add_argument("--device", choices=("cpu", "gpu"), help="where to compute (default cpu; gpu needs CuPy)")
+    p.add_argument("--jobs", type=int, default=1, help="points computed at once, each in its own process "
+                   "(default 1; on a 2-core machine, 2)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="compute the points on Dask: tcp://HOST:PORT of a running "
+                   "scheduler, or local:N for N worker processes here (needs pip install 'minisgd[dist]')")
+    p.add_argument("--out", metavar="DIR", help="the run folder (default runs/NAME, or runs/NAME-quick)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
-                   help="override config values, parsed with the field types (tuples as a,b,c; None as none)")
-    p.add_argument("--plots", metavar="DIR", help="also copy the figures to DIR as RUN_FIGURE.png, RUN the name of "
-                   "the run folder (by default the scenario's name)")
+                   help="change config values, e.g. --set epochs=40 hidden=256,256 n_train=none; "
+                   "--set help lists the keys")
+    p.add_argument("--plots", metavar="DIR", help="also copy the figures to DIR, as RUN_FIGURE.png")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar (default: in a terminal only)")
+                   help="a progress bar (default: when the output is a terminal)")
     p.set_defaults(func=run_scenario)
 
-    p = sub.add_parser("show", help="print the summary of a run folder")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = sub.add_parser("show", parents=[debug], help="the summary of a run folder, or the runs in a folder",
+                       description="The summary of a run folder; for a folder of run folders (e.g. runs), each run "
+                       "with its state: finished, partial (stopped; the same `minisgd run` resumes it) or failed.")
+    p.add_argument("run_dir", metavar="DIR", help="a run folder, or a folder of them")
     p.set_defaults(func=show_run)
 
-    p = sub.add_parser("demo", help="exact Hessian spectrum of a small random net, checked by finite differences")
+    p = sub.add_parser("demo", parents=[debug], help="an exact Hessian checked against finite differences",
+                       description="The exact Hessian of a small random network, its spectrum, and a check against "
+                       "finite differences of the hand-derived gradient. Needs no data.")
     p.add_argument("--inputs", type=int, default=8, help="input dimension d")
     p.add_argument("--hidden", type=int, nargs="*", default=[16, 16], help="hidden widths")
     p.add_argument("--classes", type=int, default=4, help="number of classes K")
@@ -249,7 +341,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except MinisgdError as exc:  # a user's mistake or a missing piece, said in one line
+        if debugging(args):
+            raise
+        return _error(exc)
 
 
 if __name__ == "__main__":

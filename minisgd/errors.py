@@ -18,6 +18,7 @@ so a bad call costs nothing.
     ├── ExtraNotInstalledError                        (ImportError) an optional dependency is missing
     ├── ClusterError                                  (RuntimeError) a Dask cluster that cannot be used
     ├── CheckpointError                               (RuntimeError) a checkpoint missing, damaged or not ours
+    ├── RunFolderError                                (OSError)     a run folder that cannot be written (a file, read-only)
     ├── DivergenceError                               (RuntimeError) training's loss blew up (carries the last good state)
     └── ConvergenceError                              (RuntimeError) Lanczos missed its tolerance (carries the partial result)
 
@@ -93,6 +94,13 @@ class ClusterError(MinisgdError, RuntimeError):
 
 class CheckpointError(MinisgdError, RuntimeError):
     """A checkpoint that is missing, unreadable, or does not match what it claims to be."""
+
+
+class RunFolderError(MinisgdError, OSError):
+    """A run folder (``--out``) that is a file, lies under a file, or cannot be written to."""
+
+    def __str__(self):  # OSError's own __str__ would print the args tuple
+        return str(self.args[0]) if self.args else ""
 
 
 class DivergenceError(MinisgdError, RuntimeError):

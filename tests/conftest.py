@@ -65,3 +65,13 @@ def dense_problem(request):
     X = rng.standard_normal((60, sizes[0]))
     y = rng.integers(0, sizes[-1], 60) if loss == "cross_entropy" else rng.standard_normal((60, sizes[-1]))
     return net, theta, X, y, net.hessian(theta, X, y)
+
+
+@pytest.fixture(scope="module")
+def quick_run(request, tmp_path_factory):
+    """``(config, report)`` of the --quick sweep of the scenario the test module is named after
+    (tests/experiments/test_spectrum.py -> ``spectrum``), run once per module (see support.quick_sweep)."""
+    from support import quick_sweep
+    name = request.module.__name__.rpartition(".")[2].removeprefix("test_").replace("_", "-")
+    with quick_sweep(name, tmp_path_factory.mktemp(name)) as run:
+        yield run

@@ -33,6 +33,27 @@ DATA_ROOT, _WHY = find_mnist_root()
 needs_mnist = pytest.mark.skipif(DATA_ROOT is None, reason=_WHY)
 
 
+def _gpu_available():
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, or CuPy without a driver or device
+        return False
+
+
+HAVE_GPU = _gpu_available()
+# The marks of a GPU test: `pytest -m gpu` selects them all (benchmarks/gpu_check.sh does, on a GPU machine), and
+# they skip where there is no GPU. For pytest.param(..., marks=GPU).
+GPU = (pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU"))
+
+
+def needs_gpu(test):
+    """Mark ``test`` as a GPU test (see :data:`GPU`)."""
+    for mark in GPU:
+        test = mark(test)
+    return test
+
+
 @contextmanager
 def quick_sweep(name, folder):
     """Scenario ``name``'s --quick sweep into ``folder``, MNIST read offline from :data:`DATA_ROOT`, on a pool of 2
@@ -67,3 +88,44 @@ def torch_order(net):
         perm += [offset + o * I + i for i in range(I) for o in range(O)] + [offset + I * O + o for o in range(O)]
         offset += layer.size
     return np.array(perm)
+
+
+class HostCopies:
+    """Counts device-to-host copies on a stand-in GPU: array_api_strict's device ``"device1"``, whose arrays refuse
+    implicit conversion to NumPy as CuPy's do. Each ``float``, ``bool``, ``int`` or index of a 0-d array there and
+    each ``to_device`` to the CPU is one copy (on a GPU, one wait for the device). Use as a context manager::
+
+        with HostCopies() as copies:
+            ...
+        copies.count
+    """
+
+    CONVERSIONS = ("__float__", "__bool__", "__int__", "__index__", "__complex__", "to_device")
+
+    def __init__(self):
+        import array_api_strict
+        self.xp, self.device = array_api_strict, array_api_strict.Device("device1")
+        self.count = 0
+
+    def asarray(self, a):
+        """``a`` (NumPy) on the stand-in device."""
+        return self.xp.asarray(a, device=self.device)
+
+    def __enter__(self):
+        from array_api_strict._array_object import Array
+        self._patch = pytest.MonkeyPatch()
+        for name in self.CONVERSIONS:
+            self._patch.setattr(Array, name, self._counted(getattr(Array, name), name))
+        return self
+
+    def __exit__(self, *exc):
+        self._patch.undo()
+        return False
+
+    def _counted(self, method, name):
+        def counted(array, *args, **kwargs):
+            leaves = name != "to_device" or args[0] != self.device
+            if array.device == self.device and leaves:
+                self.count += 1
+            return method(array, *args, **kwargs)
+        return counted

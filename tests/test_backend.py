@@ -7,6 +7,7 @@ import pytest
 import array_api_compat
 import array_api_strict
 from cases import CASES, select
+from support import HAVE_GPU, needs_gpu
 from minisgd import BackendUnavailableError, backend
 from minisgd.backend import to_numpy
 from minisgd.testing import assert_allclose_relative
@@ -122,17 +123,6 @@ def test_float32_X_is_cast_to_theta_dtype():
 # ---------------------------------------------------------------------------------------------------
 # GPU
 # ---------------------------------------------------------------------------------------------------
-def _gpu_available():
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
-
-
-HAVE_GPU = _gpu_available()
-
-
 @pytest.mark.skipif(HAVE_GPU, reason="CuPy with a GPU is available: device='gpu' works here")
 def test_gpu_without_cupy_raises_with_install_hint():
     net = CASES[5].make_net()
@@ -145,6 +135,34 @@ def test_gpu_without_cupy_raises_with_install_hint():
         backend.to_device(np.zeros(3), "gpu")
 
 
+def test_the_memory_check_on_cupy_counts_the_gpus_free_memory(monkeypatch):
+    """On CuPy, available memory is the device's free memory plus the free blocks CuPy's pool holds (not the host's
+    RAM), and the exact Hessian's check refuses what does not fit there. A stand-in for the cupy module reports
+    3 GiB free on the device and 1 GiB in the pool."""
+    import sys
+    import types
+    from minisgd import MLP, HessianTooLargeError
+    from minisgd.core import hessian
+    GiB = 2 ** 30
+    device = types.SimpleNamespace(mem_info=(3 * GiB, 141 * GiB))  # (free, total)
+    pool = types.SimpleNamespace(free_bytes=lambda: GiB)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(Device=lambda: device),
+                                                                   get_default_memory_pool=lambda: pool))
+    cupy_namespace = types.ModuleType("array_api_compat.cupy")  # what backend.namespace gives for CuPy arrays
+    assert backend.available_memory(cupy_namespace) == 4 * GiB
+    net = MLP([784, 22, 10])  # P = 17,500: the float64 Hessian and its work space need 3.4 GiB
+    hessian.check_hessian_fits(net, 1000, 8, cupy_namespace)
+    with pytest.raises(HessianTooLargeError, match="only 4.00 GiB are available"):
+        hessian.check_hessian_fits(net, 1000, 16, cupy_namespace)  # as if 16 bytes an entry: twice that
+
+
+@needs_gpu
+def test_cupy_available_memory_is_the_devices():
+    import cupy
+    free, total = cupy.cuda.Device().mem_info
+    assert free <= backend.available_memory(backend.device_namespace("gpu")) <= total
+
+
 def test_cpu_device_roundtrip():
     x = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(backend.to_numpy(backend.to_device(x, "cpu")), x)
@@ -153,7 +171,7 @@ def test_cpu_device_roundtrip():
     assert array_api_compat.is_numpy_namespace(backend.namespace(x))
 
 
-@pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU")
+@needs_gpu
 @pytest.mark.parametrize("what", QUANTITIES)
 @pytest.mark.parametrize("case", BACKEND_CASES, ids=BACKEND_IDS)
 def test_cupy_matches_numpy(case, what):
@@ -169,7 +187,7 @@ def test_cupy_matches_numpy(case, what):
     compare(res, ref, 1e-10, f"{case.id} {what} cupy vs numpy")
 
 
-@pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU")
+@needs_gpu
 def test_cupy_init_and_to_device():
     import cupy
 
@@ -184,7 +202,7 @@ def test_cupy_init_and_to_device():
     assert array_api_compat.is_cupy_namespace(backend.device_namespace("gpu"))
 
 
-@pytest.mark.skipif(not HAVE_GPU, reason="needs CuPy and a CUDA GPU")
+@needs_gpu
 def test_cupy_float32_matches_numpy_float64():
     import cupy
 

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from minisgd import sweep
 from minisgd.training.checkpoint import ConfigMismatchError
-from minisgd.experiments import Scenario
+from minisgd.experiments import Scenario, at_least
 
 CALLS = []  # the points run in this process (serial executor)
 STOP = {"seed": None}  # this seed raises KeyboardInterrupt (a sweep stopped by the user), in this process
@@ -54,7 +54,8 @@ def toy_figures(config, records):
 
 
 TOY = Scenario(name="toy", description="a toy scenario for the tests", config_class=ToyConfig, quick={"seeds": 2},
-               grid=toy_grid, run_point=toy_run_point, summarize=toy_summarize, figures=toy_figures)
+               grid=toy_grid, run_point=toy_run_point, summarize=toy_summarize, figures=toy_figures,
+               checks={"fail_seed": at_least(-1)}, needs_mnist=False)  # -1: no seed fails
 
 
 @pytest.fixture(autouse=True)

@@ -35,7 +35,9 @@ def _weighted_sum_of_outer_products(xp, fwd, deltas):
 
 
 def loss_and_grad(net, theta, X, y):
-    r"""Mean loss :math:`\frac1N\sum_n \ell_n + \frac{\lambda}{2}\lVert\theta\rVert^2` and its gradient ``(P,)``."""
+    r"""Mean loss :math:`\frac1N\sum_n \ell_n + \frac{\lambda}{2}\lVert\theta\rVert^2` as a 0-d array on the
+    device of ``theta`` (reading it is the caller's device-to-host copy) and its gradient ``(P,)``; inputs as
+    :meth:`minisgd.core.mlp.MLP.check_inputs` returns them, not checked here."""
     xp = namespace(theta, X)
     N = X.shape[0]
     fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
@@ -45,7 +47,7 @@ def loss_and_grad(net, theta, X, y):
     if net.l2:
         grad = grad + net.l2 * theta
         loss = loss + 0.5 * net.l2 * xp.sum(theta * theta)
-    return float(loss), grad
+    return loss, grad
 
 
 def weighted_gradient(net, theta, X, y, w):

@@ -64,7 +64,7 @@ class CrossEntropyLoss:
     def hessian(self, Z, y):
         xp = namespace(Z)
         p = self.probabilities(Z)
-        eye = xp.eye(Z.shape[1], dtype=Z.dtype)
+        eye = xp.eye(Z.shape[1], dtype=Z.dtype, device=device_of(Z))
         return p[:, :, None] * eye - p[:, :, None] * p[:, None, :]  # (N, K, K)
 
     def hessian_factor(self, Z, y):
@@ -122,7 +122,7 @@ class SquaredLoss:
     def hessian(self, Z, y):
         xp = namespace(Z)
         N, K = Z.shape
-        return xp.broadcast_to(xp.eye(K, dtype=Z.dtype), (N, K, K))
+        return xp.broadcast_to(xp.eye(K, dtype=Z.dtype, device=device_of(Z)), (N, K, K))
 
     def hessian_factor(self, Z, y):
         """``R = I``: (N, K, K), a square root of ``A = I``."""

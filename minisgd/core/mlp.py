@@ -137,6 +137,17 @@ class MLP:
 
     # ---- input checks --------------------------------------------------------------------------------
 
+    def check_inputs(self, theta, X, y=None):
+        """``(theta, X, y)`` validated and canonicalized as every public method does first: shapes, dtypes, finite
+        values, labels in range; ``X`` (and real targets) cast to theta's dtype, 1-d mse targets made ``(N, 1)``.
+
+        For loops that reuse checked data: the trainer checks its training set once and calls
+        ``backprop.loss_and_grad`` on batches of it (``hvp_operator`` does the same for Lanczos). The value checks
+        are reductions read on the host: on a GPU each one is a device-to-host copy and a wait for the device,
+        which a loop should not pay at every step.
+        """
+        return self._checked(theta, X, y, need_targets=y is not None)
+
     def _checked(self, theta, X, y=None, need_targets=True):
         """Validate and canonicalize the inputs; every public method starts here."""
         try:
@@ -220,7 +231,8 @@ class MLP:
 
     def loss_and_grad(self, theta, X, y):
         """Mean loss (float) and its gradient ``(P,)``; see ``minisgd.core.backprop``."""
-        return backprop.loss_and_grad(self, *self._checked(theta, X, y))
+        loss, grad = backprop.loss_and_grad(self, *self._checked(theta, X, y))
+        return float(loss), grad
 
     def per_example_grads(self, theta, X, y):
         """``(N, P)`` per-example gradients (L2 included, so their mean is the gradient)."""
@@ -251,11 +263,24 @@ class MLP:
         theta, X, y = self._checked(theta, X, y)
         return hvp.hessian_vector_product(self, theta, X, y, self._checked_directions(theta, V))
 
+    def hvp_operator(self, theta, X, y):
+        """``V -> H @ V`` at fixed inputs, checked once, here, not at every product as ``hvp`` checks them: for
+        iterations that apply one Hessian many times (Lanczos), where each check would be a device-to-host copy on
+        a GPU. ``V: (P,)`` or ``(P, k)`` of theta's dtype and device (not checked)."""
+        theta, X, y = self._checked(theta, X, y)
+        return lambda V: hvp.hessian_vector_product(self, theta, X, y, V)
+
     def gauss_newton_vp(self, theta, X, y, V):
         """Gauss-Newton-vector products ``G @ V`` for ``V: (P,)`` or ``(P, k)`` (L2 included), by a forward R-pass
         and one backward pass; see ``minisgd.core.gauss_newton``."""
         theta, X, y = self._checked(theta, X, y)
         return gauss_newton.gauss_newton_vector_product(self, theta, X, y, self._checked_directions(theta, V))
+
+    def gauss_newton_vp_operator(self, theta, X, y):
+        """``V -> G @ V`` at fixed inputs, checked once here (as ``hvp_operator``): for iterations that apply one
+        Gauss-Newton matrix many times. ``V: (P,)`` or ``(P, k)`` of theta's dtype and device (not checked)."""
+        theta, X, y = self._checked(theta, X, y)
+        return lambda V: gauss_newton.gauss_newton_vector_product(self, theta, X, y, V)
 
     def gauss_newton_diagonal(self, theta, X, y):
         """``(P,)`` exact diagonal of the Gauss-Newton matrix (L2 included), without forming it."""

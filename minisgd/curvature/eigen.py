@@ -57,10 +57,12 @@ def _lanczos_iterations(matvec, q0, max_iter):
     alphas, betas = [], []
     for j in range(max_iter):
         w = matvec(Q[j, :])
-        alphas.append(float(xp.sum(w * Q[j, :])))
+        alpha = xp.sum(w * Q[j, :])
         for _ in range(2):
             w = w - (Q[: j + 1, :].T @ (Q[: j + 1, :] @ w))
-        beta = float(xp.linalg.vector_norm(w))
+        # the step's one device-to-host copy: the Ritz values on the host need alpha_j and beta_j
+        alpha, beta = (float(v) for v in to_numpy(xp.stack([alpha, xp.linalg.vector_norm(w)])))
+        alphas.append(alpha)
         betas.append(beta)
         if beta > 0:
             Q[j + 1, :] = w / beta
@@ -135,9 +137,9 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
     """The ``k`` extreme Hessian eigenvalues (``k=None``: all, exact only), exactly or by Lanczos.
 
     ``method="auto"`` forms the Hessian when it and ``eigh``'s work space (about twice the matrix) fit in
-    memory, else runs Lanczos on ``net.hvp``; ``Spectrum.method`` says which was used. ``part`` takes the
-    spectrum of the Hessian (``"full"``), its Gauss-Newton part G (Lanczos on ``net.gauss_newton_vp``) or its
-    residual H - G (Lanczos on the difference of the two products).
+    memory, else runs Lanczos on ``net.hvp_operator``; ``Spectrum.method`` says which was used. ``part`` takes the
+    spectrum of the Hessian (``"full"``), its Gauss-Newton part G (Lanczos on ``net.gauss_newton_vp_operator``) or
+    its residual H - G (Lanczos on the difference of the two products).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -157,15 +159,18 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
         raise ValueError("the whole spectrum (k=None) needs method='exact' (Lanczos finds the extreme eigenvalues)")
     q0 = np.random.default_rng(seed).standard_normal(net.num_params)
     q0 = xp.asarray(q0, dtype=theta.dtype, device=device_of(theta))
-    return lanczos(lambda v: _part_product(net, theta, X, y, v, part), q0, k, which, max_iter, tol, return_vectors)
+    return lanczos(_part_product(net, theta, X, y, part), q0, k, which, max_iter, tol, return_vectors)
 
 
-def _part_product(net, theta, X, y, v, part):
-    """``H v``, ``G v`` or ``(H - G) v`` for ``part`` "full", "gauss_newton" or "residual"."""
+def _part_product(net, theta, X, y, part):
+    """``v -> H v``, ``G v`` or ``(H - G) v`` for ``part`` "full", "gauss_newton" or "residual", inputs checked once."""
     if part == "full":
-        return net.hvp(theta, X, y, v)
-    Gv = net.gauss_newton_vp(theta, X, y, v)
-    return Gv if part == "gauss_newton" else net.hvp(theta, X, y, v) - Gv
+        return net.hvp_operator(theta, X, y)
+    gvp = net.gauss_newton_vp_operator(theta, X, y)
+    if part == "gauss_newton":
+        return gvp
+    hvp = net.hvp_operator(theta, X, y)
+    return lambda v: hvp(v) - gvp(v)
 
 
 def top_eigenvalues(net, theta, X, y, k=1, seed=0, tol=1e-6, max_iter=None):
@@ -200,11 +205,12 @@ def spectral_density(net, theta, X, y, num_probes=10, steps=80, grid_size=1000, 
     P = net.num_params
     steps = min(steps, P)
     rng = np.random.default_rng(seed)
+    matvec = net.hvp_operator(theta, X, y)
     nodes = np.zeros((num_probes, steps))
     weights = np.zeros((num_probes, steps))
     for p in range(num_probes):
         q0 = xp.asarray(rng.standard_normal(P), dtype=theta.dtype, device=device_of(theta))
-        for m, alphas, betas, _ in _lanczos_iterations(lambda v: net.hvp(theta, X, y, v), q0, steps):
+        for m, alphas, betas, _ in _lanczos_iterations(matvec, q0, steps):
             if betas[-1] <= 1e-12 * max(abs(a) for a in alphas):
                 break  # Krylov space exhausted: the quadrature is exact
         T = np.diag(alphas) + np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)

@@ -404,6 +404,7 @@ def scale_aware_sharpness(net, theta, X, y, method="auto", tol=1e-10, seed=0, ma
     H = net.hessian(theta, X, y, max_memory=max_memory) if method == "exact" else None
     rng = np.random.default_rng(seed)
     curvature, norm_sq = [], []
+    hvp = net.hvp_operator(theta, X, y) if H is None else None
     for _, start, stop in groups:
         if H is not None:
             curvature.append(float(exact_spectrum(H[start:stop, start:stop], k=1).values[0]))
@@ -411,7 +412,7 @@ def scale_aware_sharpness(net, theta, X, y, method="auto", tol=1e-10, seed=0, ma
             def matvec(v, start=start, stop=stop):
                 V = xp.zeros(net.num_params, dtype=theta.dtype, device=device_of(theta))
                 V[start:stop] = v
-                return net.hvp(theta, X, y, V)[start:stop]
+                return hvp(V)[start:stop]
             q0 = xp.asarray(rng.standard_normal(stop - start), dtype=theta.dtype, device=device_of(theta))
             curvature.append(float(lanczos(matvec, q0, k=1, which="largest", tol=tol).values[0]))
         norm_sq.append(float(xp.sum(theta[start:stop] ** 2)))
@@ -469,7 +470,8 @@ def relative_sharpness(net, theta, X, y, method="auto", tol=1e-8, seed=0, max_me
     else:
         q0 = xp.asarray(np.random.default_rng(seed).standard_normal(net.num_params), dtype=theta.dtype,
                         device=device_of(theta))
-        top = float(lanczos(lambda v: magnitude * net.hvp(theta, X, y, magnitude * v), q0, k=1,
+        hvp = net.hvp_operator(theta, X, y)
+        top = float(lanczos(lambda v: magnitude * hvp(magnitude * v), q0, k=1,
                             which="largest", tol=tol).values[0])
     trace = float(xp.sum(theta * theta * net.hessian_diagonal(theta, X, y)))
     radial = float(xp.sum(theta * net.hvp(theta, X, y, theta)))

@@ -189,17 +189,19 @@ def download_file(
             finally:
                 if os.path.exists(tmp_name):
                     os.unlink(tmp_name)
-    reasons = "; ".join(f"{u}: {r}" for u, r in errors)
+    last = {u: r for u, r in errors}  # the last reason per mirror, and how many attempts it took
+    reasons = "; ".join(f"{u}: {r}" + (f" ({n} attempts)" if (n := sum(e[0] == u for e in errors)) > 1 else "")
+                        for u, r in last.items())
     any_checksum = any("checksum" in r or "corrupted" in r for _, r in errors)
     hint = (
         "A mirror served a file that is not the known one; try another mirror (mirrors=[...] or "
         "MINISGD_MNIST_MIRRORS)"
         if any_checksum
-        else "Check the network, or download the files by hand into the folder"
+        else f"Check the network, or put the files in {dest.parent} by hand"
     )
     raise DownloadError(
-        f"{dest}: download failed from every mirror ({reasons}). {hint}, or set MINISGD_DATA to a folder "
-        f"that already holds them.",
+        f"{dest}: download failed from every mirror ({reasons}). {hint}, or set MINISGD_DATA to a folder that "
+        f"contains a {dest.parent.name}/ folder holding them.",
         errors,
     )
 

@@ -102,8 +102,18 @@ def data_home(root: str | os.PathLike | None = None) -> Path:
 
 
 def dataset_folder(name: str = "mnist", root: str | os.PathLike | None = None) -> Path:
-    """``data_home(root) / name``: where the dataset's IDX files are looked for and downloaded to."""
-    return data_home(root) / name
+    """``data_home(root) / name``: where the dataset's IDX files are looked for and downloaded to.
+
+    A home that is itself called ``name`` and holds no ``name/`` folder (``MINISGD_DATA=/data/mnist``, the
+    dataset's own folder instead of the one that contains it) raises :class:`~minisgd.errors.DataError` saying
+    which folder to give, rather than looking in, and downloading into, ``/data/mnist/mnist/``."""
+    home = data_home(root)
+    if home.name == name and not (home / name).is_dir():
+        given, fix = ("the root argument", f"root={str(home.parent)!r}") if root is not None else \
+            ("MINISGD_DATA", f"MINISGD_DATA={home.parent}")
+        raise DataError(f"{given} is {home}, the {name} folder itself; give the folder that contains {name}/ "
+                        f"instead: {fix}")
+    return home / name
 
 
 def mnist_mirrors(mirrors: Sequence[str] | None = None) -> list[str]:

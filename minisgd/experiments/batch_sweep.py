@@ -25,7 +25,8 @@ from ..training.train import train, TrainConfig
 from ..curvature.landscape import evaluate
 from ..curvature.sharpness import epsilon_sharpness
 from ..curvature.eigen import hessian_trace, top_eigenvalues
-from . import Scenario
+from ..errors import ConfigError
+from . import Scenario, one_of
 from .inputs import geometric_sizes, mnist_network, subset_indices, take
 from .report import markdown_table, mean_std, pm, where
 
@@ -54,11 +55,11 @@ class Config:
     device: str = "cpu"  # "cpu" or "gpu"
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if not 1 <= self.min_batch <= self.n_train:
-            raise ValueError(f"min_batch must lie in [1, n_train = {self.n_train}], got {self.min_batch}")
+            raise ConfigError(f"min_batch must lie in [1, n_train = {self.n_train}], got {self.min_batch}")
 
+
+CHECKS = {"optimizer": one_of(*OPTIMIZERS)}
 
 QUICK = dict(n_train=2048, hidden=(64,), lr=2e-3, target_loss=0.05, epochs=500, seeds=2)
 
@@ -191,4 +192,5 @@ def figures(config, records):
 SCENARIO = Scenario(
     name="batch-sweep",
     description="sharpness, trace and test accuracy against batch size 32 ... full batch (MNIST subset), seeds",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS)

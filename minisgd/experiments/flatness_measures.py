@@ -24,7 +24,8 @@ from scipy import stats
 
 from ..training.train import train, TrainConfig
 from ..curvature.landscape import evaluate
-from . import Scenario
+from ..errors import ConfigError
+from . import Scenario, between
 from .inputs import mnist_network
 from .report import markdown_table, mean_std, pm, where
 from .measures import INVARIANT, KEYS, LABELS, MeasureSettings, sharpness_measures
@@ -52,11 +53,13 @@ class Config(MeasureSettings):
 
     def __post_init__(self):
         if len(self.batch_sizes) < 2 or len(self.lrs) < 2:
-            raise ValueError("batch_sizes and lrs need two values or more each (Psi varies each by itself), got "
-                             f"{self.batch_sizes} and {self.lrs}")
+            raise ConfigError("batch_sizes and lrs need two values or more each (Psi varies each by itself), got "
+                              f"{self.batch_sizes} and {self.lrs}")
         if max(self.batch_sizes) > self.n_train:
-            raise ValueError(f"batch sizes must be <= n_train = {self.n_train}, got {self.batch_sizes}")
+            raise ConfigError(f"batch sizes must be <= n_train = {self.n_train}, got {self.batch_sizes}")
 
+
+CHECKS = {"momentum": between(0, 1, high_open=True)}
 
 QUICK = dict(n_train=512, batch_sizes=(32, 256), lrs=(0.03, 0.1), target_loss=0.05, noise_samples=8, seeds=2)
 
@@ -182,4 +185,5 @@ def figures(config, records):
 SCENARIO = Scenario(
     name="flatness-measures",
     description="how well each sharpness measure ranks the generalization gap over B x lr x seed (Kendall's tau, Psi)",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS)

@@ -28,7 +28,8 @@ import numpy as np
 from ..core.mlp import MLP
 from ..training.train import train, TrainConfig
 from ..theory import noise
-from . import Scenario
+from ..errors import ConfigError
+from . import Scenario, between, one_of
 from .inputs import arrays, geometric_sizes, mnist
 from .report import markdown_table, pm, where
 
@@ -59,14 +60,10 @@ class Config:
 
     def __post_init__(self):
         if self.device != "cpu":
-            raise ValueError("noise-scaling runs on the CPU only (device='cpu'): it times CPU steps and enumerates")
-        unknown = set(self.states) - {"init", "trained"}
-        if unknown or not self.states:
-            raise ValueError(f"states must be a non-empty subset of ('init', 'trained'), got {self.states}")
-        if not 2 <= self.exact_examples <= 14:
-            raise ValueError(f"exact_examples must lie in [2, 14] (enumeration grows as 2^N), got "
-                             f"{self.exact_examples}")
+            raise ConfigError("noise-scaling runs on the CPU only (device='cpu'): it times CPU steps and enumerates")
 
+
+CHECKS = {"states": one_of("init", "trained"), "exact_examples": between(2, 14)}
 
 QUICK = dict(n_train=1024, hidden=(32,), train_steps=100, draws=150, timing_sizes=(196, 256, 10),
              timing_max_batch=2048, timing_seconds=0.05, exact_examples=10, seeds=1)
@@ -345,4 +342,5 @@ SCENARIO = Scenario(
     name="noise-scaling",
     description="gradient noise against batch size (slope -1/2, finite-population bend), cost per step (slope 1), "
                 "exact enumeration",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS)

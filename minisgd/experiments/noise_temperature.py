@@ -35,7 +35,8 @@ from ..training.train import DivergenceError, train, TrainConfig
 from ..curvature.landscape import evaluate
 from ..curvature.eigen import hessian_trace, top_eigenvalues
 from ..theory.temperature import lr_for_temperature, sde_temperature, steps_for_time, variance_fractions
-from . import Scenario
+from ..errors import ConfigError
+from . import Scenario, one_of
 from .inputs import mnist_network
 from .report import markdown_table, mean_std, pm
 
@@ -68,15 +69,12 @@ class Config:
     device: str = "cpu"  # "cpu" or "gpu"
 
     def __post_init__(self):
-        bad = [p for p in self.protocols if p not in PROTOCOLS]
-        if bad or not self.protocols:
-            raise ValueError(f"protocols must be among {PROTOCOLS}, got {self.protocols}")
         if not all(1 <= b < self.n_train for b in self.batch_sizes):
-            raise ValueError(f"batch sizes must lie in [1, n_train = {self.n_train}) (the full batch has no noise "
-                             f"and no temperature), got {self.batch_sizes}")
-        if not all(t > 0 for t in self.temperatures):
-            raise ValueError(f"temperatures must be positive, got {self.temperatures}")
+            raise ConfigError(f"batch sizes must lie in [1, n_train = {self.n_train}) (the full batch has no noise "
+                              f"and no temperature), got {self.batch_sizes}")
 
+
+CHECKS = {"protocols": one_of(*PROTOCOLS)}
 
 QUICK = dict(n_train=2048, hidden=(32,), temperatures=(2e-3, 6e-3, 1.8e-2), batch_sizes=(16, 64), protocols=("time",),
              time=600.0, seeds=2)
@@ -291,4 +289,5 @@ SCENARIO = Scenario(
     name="noise-temperature",
     description="plain SGD at temperatures eta/B (1 - B/N) x batch sizes (MNIST subset): sharpness and test accuracy "
                 "set by the ratio, equal SDE time and equal epochs",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS)

@@ -48,7 +48,8 @@ from ..training.train import planned_steps, train, TrainConfig
 from ..training.schedules import GeometricBatch, WarmStartBatch, Warmup
 from ..curvature.sharpness import epsilon_sharpness
 from ..curvature.eigen import top_eigenvalues
-from . import Scenario
+from ..errors import ConfigError
+from . import Scenario, one_of
 from .inputs import mnist_network, subset_indices, take
 from .report import markdown_table, pm, where
 
@@ -86,13 +87,12 @@ class Config:
     device: str = "cpu"
 
     def __post_init__(self):
-        unknown = sorted(set(self.remedies) - set(REMEDIES))
-        if unknown:
-            raise ValueError(f"unknown remedies {unknown}; choose among {', '.join(REMEDIES)}")
         if not 1 <= self.small_batch < self.large_batch <= self.n_train:
-            raise ValueError(f"need 1 <= small_batch < large_batch <= n_train, got {self.small_batch}, "
-                             f"{self.large_batch}, {self.n_train}")
+            raise ConfigError(f"need 1 <= small_batch < large_batch <= n_train, got {self.small_batch}, "
+                              f"{self.large_batch}, {self.n_train}")
 
+
+CHECKS = {"remedies": one_of(*REMEDIES)}
 
 QUICK = dict(n_train=2048, hidden=(64, 64), small_batch=64, large_batch=512, epochs=16, warm_start_epochs=4,
              warmup_epochs=2, dynamic_every=2, sharpness_examples=512, eps=None, seeds=2)
@@ -280,4 +280,5 @@ SCENARIO = Scenario(
     name="remedies",
     description="how much of the SB/LB gap warm start, dynamic sampling, lr scaling, longer training, "
                 "augmentation, proximal steps and matched noise close (MNIST subset), seeds",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS)

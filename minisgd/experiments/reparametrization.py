@@ -24,7 +24,8 @@ import numpy as np
 from ..training.train import train, TrainConfig
 from ..curvature.landscape import evaluate
 from ..theory.reparametrize import POSITIVELY_HOMOGENEOUS, opposite_factors, rescaling
-from . import Scenario
+from ..errors import ConfigError
+from . import Scenario, one_of
 from .inputs import host, mnist_network
 from .report import markdown_table, pm, where
 from .measures import INVARIANT, KEYS, LABELS, MeasureSettings, sharpness_measures
@@ -52,14 +53,13 @@ class Config(MeasureSettings):
     device: str = "cpu"  # "cpu" or "gpu"
 
     def __post_init__(self):
-        if self.activation not in POSITIVELY_HOMOGENEOUS:
-            raise ValueError(f"activation must be one of {POSITIVELY_HOMOGENEOUS} (the rescaling must keep the "
-                             f"function), got {self.activation!r}")
         if 1.0 not in self.alphas or min(self.alphas) <= 0:
-            raise ValueError(f"alphas must be > 0 and include 1.0 (the trained net itself), got {self.alphas}")
+            raise ConfigError(f"alphas must be > 0 and include 1.0 (the trained net itself), got {self.alphas}")
         if len(self.layers) != 2:
-            raise ValueError(f"layers names the two layers to rescale, e.g. 1,2; got {self.layers}")
+            raise ConfigError(f"layers names the two layers to rescale, e.g. 1,2; got {self.layers}")
 
+
+CHECKS = {"activation": one_of(*POSITIVELY_HOMOGENEOUS)}
 
 QUICK = dict(n_train=512, large_batch=256, target_loss=0.05, alphas=(1e-3, 1.0, 1e3), noise_samples=8, seeds=1)
 
@@ -249,4 +249,5 @@ def figures(config, records):
 SCENARIO = Scenario(
     name="reparametrization",
     description="rescaling a ReLU net (α W1, W2/α) keeps the function; which sharpness measures move (Dinh et al.)",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS)

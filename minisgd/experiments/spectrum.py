@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..core.mlp import MLP
+from ..training.optim import OPTIMIZERS
 from ..training.train import train, TrainConfig
 from ..backend import to_numpy
-from . import Scenario
+from . import Scenario, between, one_of
 from .inputs import arrays, mnist
 from .report import markdown_table, pm, where
 
@@ -55,11 +56,9 @@ class Config:
     seeds: int = 3  # number of seeds
     device: str = "cpu"  # "cpu" or "gpu"
 
-    def __post_init__(self):
-        bad = [k for k in self.classes if not 2 <= k <= 10]
-        if bad:
-            raise ValueError(f"classes must lie in 2 .. 10 (MNIST digits 0 .. K-1), got {bad}")
 
+CHECKS = {"classes": between(2, 10), "optimizer": one_of(*OPTIMIZERS),
+          "large_fraction": between(0, 1, low_open=True)}
 
 QUICK = dict(n_train=4000, hidden=(16,), classes=(3, 10), epochs=40, seeds=2)
 
@@ -212,4 +211,5 @@ def figures(config, records):
 SCENARIO = Scenario(
     name="spectrum",
     description="exact full Hessian spectra at SB and LB minimizers (MNIST 7x7, P ~ 3k): outliers vs K, GN vs residual",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS)

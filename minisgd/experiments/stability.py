@@ -36,7 +36,8 @@ from ..training.callbacks import every, StopTraining, top_eigenvalue
 from ..training.train import train, TrainConfig
 from ..theory import linear_stability as st
 from ..theory.teacher_student import make_teacher_student
-from . import Scenario
+from ..errors import ConfigError
+from . import Scenario, between
 from .inputs import mnist
 from .report import markdown_table, pm, where
 
@@ -77,10 +78,10 @@ class Config:
 
     def __post_init__(self):
         if self.ts_examples < max(self.sgd_batches):
-            raise ValueError(f"sgd_batches must not exceed ts_examples = {self.ts_examples}, got {self.sgd_batches}")
-        if not 0 < self.tail <= 1:
-            raise ValueError(f"tail must lie in (0, 1], got {self.tail}")
+            raise ConfigError(f"sgd_batches must not exceed ts_examples = {self.ts_examples}, got {self.sgd_batches}")
 
+
+CHECKS = {"tail": between(0, 1, low_open=True)}
 
 QUICK = dict(seeds=1, adam_steps=300, ratios=(0.98, 1.02), gd_steps=150, sgd_batches=(1, 4), sgd_ratios=(0.5, 2.0),
              sgd_runs=4, sgd_steps=150, n_train=500, hidden=(16, 16), etas=(0.2,), eos_steps=1000, eig_every=50)
@@ -339,4 +340,5 @@ def figures(config, records):
 SCENARIO = Scenario(
     name="stability",
     description="step sizes around 2/λ_max (GD and SGD's exact mean-square threshold) and the edge of stability",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS)

@@ -33,7 +33,8 @@ import numpy as np
 from ..core.mlp import MLP
 from ..data import make_linear_gaussian
 from ..theory.teacher_student import make_teacher_student
-from . import Scenario
+from ..errors import ConfigError
+from . import Scenario, at_least, one_of
 from .inputs import geometric_sizes
 from .report import markdown_table, pm, where
 
@@ -59,13 +60,12 @@ class Config:
 
     def __post_init__(self):
         if self.device != "cpu":
-            raise ValueError("true-gradient runs on the CPU only (device='cpu')")
-        unknown = set(self.problems) - set(PROBLEMS)
-        if unknown or not self.problems:
-            raise ValueError(f"problems must be a non-empty subset of {PROBLEMS}, got {self.problems}")
-        if not 1 <= self.min_examples <= self.max_examples:
-            raise ValueError(f"need 1 <= min_examples <= max_examples, got {self.min_examples}, {self.max_examples}")
+            raise ConfigError("true-gradient runs on the CPU only (device='cpu')")
+        if not self.min_examples <= self.max_examples:
+            raise ConfigError(f"need 1 <= min_examples <= max_examples, got {self.min_examples}, {self.max_examples}")
 
+
+CHECKS = {"problems": one_of(*PROBLEMS), "noise_std": at_least(0), "classes": at_least(2)}
 
 QUICK = dict(max_examples=4096, repeats=60, population_draws=262_144, seeds=1)
 
@@ -211,4 +211,5 @@ SCENARIO = Scenario(
     name="true-gradient",
     description="distance of the training-set gradient from the population gradient against N (slope -1/2), "
                 "exact on linear-Gaussian",
-    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures)
+    config_class=Config, quick=QUICK, grid=grid, run_point=run_point, summarize=summarize, figures=figures,
+    checks=CHECKS, needs_mnist=False)

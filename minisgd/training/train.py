@@ -55,6 +55,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import injection
 from ..backend import device_of, namespace, to_numpy
+from ..core import backprop
 from .callbacks import StopTraining, fixed_subset
 from ..errors import DivergenceError, NonFiniteError
 from .optim import make_optimizer, proximal_step
@@ -254,6 +255,11 @@ def evaluate(net, theta, X, y, chunk=8192):
     return loss, (correct / N if classify else None)
 
 
+def _floats(xp, *scalars):
+    """Python floats of 0-d arrays, read in one device-to-host copy."""
+    return tuple(float(v) for v in to_numpy(xp.stack(scalars)))
+
+
 def _gather(xp, X, idx):
     return xp.take(X, xp.asarray(idx, device=device_of(X)), axis=0)
 
@@ -318,7 +324,8 @@ class _NoBar:
 def _progress_bar(show, total, initial):
     if not show:
         return _NoBar()
-        return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+    from tqdm.auto import tqdm  # loaded only when a bar is shown: `import minisgd` stays free of it
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
 def _check_callbacks(callbacks):
@@ -340,7 +347,8 @@ class _Run:
         self.net, self.data, self.cfg, self.callbacks = net, data, cfg, callbacks
         self.theta, self.opt_state, self.c, self.history = state
         self.resumed = resumed
-        self.X, self.y = data.X_train, data.y_train
+        # Checked once here: a step then runs no value checks, each a device-to-host copy and wait on a GPU.
+        _, self.X, self.y = net.check_inputs(self.theta, data.X_train, data.y_train)
         N = int(self.X.shape[0])
         self.xp = namespace(self.theta)
         self.opt = cfg.rule()
@@ -407,24 +415,31 @@ class _Run:
         Xb, yb = (X, y) if cfg.sampling == "full" else (_gather(xp, X, idx), _gather(xp, y, idx))
         if cfg.augment is not None:
             Xb = cfg.augment(Xb, [cfg.seed, c.step])
+            Xb = Xb if Xb.dtype == self.X.dtype else xp.astype(Xb, self.X.dtype)  # as the checks would cast it
         lr = float(self.lr_schedule(c.step if self.lr_by_step else c.epoch))
         try:
-            loss, g = net.loss_and_grad(self.theta, Xb, yb)
+            loss, g = backprop.loss_and_grad(net, self.theta, Xb, yb)  # loss: 0-d, on the device
             noise = (injection.matched_noise(net, self.theta, Xb, yb, cfg.noise_batch,
                                              [injection.STREAM, cfg.seed, c.step])
                      if cfg.noise_batch is not None and len(idx) > cfg.noise_batch else None)
-        except NonFiniteError:  # theta went non-finite in the last update
+        except NonFiniteError:  # theta went non-finite in the last update (the noise injection checks it)
             loss, g = math.nan, None
+        grad_sq = math.nan
+        if g is not None:  # the step's one device-to-host copy: the loss, which the divergence test needs now,
+            # with |g|^2 (a BLAS dot: 4x vector_norm); a non-finite theta shows in one of them
+            loss, grad_sq = _floats(xp, loss, g @ g) if cfg.log_grad_norm else (float(loss), math.nan)
         if c.loss0 is None:
             c.loss0 = loss
         if self.bad(loss):
             self.diverge(loss, "minibatch loss")
-        grad_norm = math.sqrt(float(g @ g)) if cfg.log_grad_norm else math.nan  # BLAS dot: 4x vector_norm
+        if cfg.log_grad_norm and not math.isfinite(grad_sq):
+            self.diverge(grad_sq, "squared gradient norm")
+        grad_norm = math.sqrt(grad_sq)
         self.prev = (self.theta, self.opt_state)
         shift = 0.0 if noise is None else noise  # the same xi_t at every inner step of a proximal update
 
         def batch_grad(th):
-            return net.loss_and_grad(th, Xb, yb)[1] + shift
+            return backprop.loss_and_grad(net, th, Xb, yb)[1] + shift
 
         # rho = 0 and one step (the default) is exactly opt.update(theta, g + xi_t, ...); no O(P) add without xi_t
         self.theta, self.opt_state = proximal_step(batch_grad, self.theta, cfg.proximal, self.opt, self.opt_state, lr,

@@ -57,3 +57,22 @@ def test_bias_activation_kernel_equals_twin(name, dtype):
         assert g.dtype == dtype
         # Same operations on the same numbers; libm's tanh and Numba's may differ in the last ulp.
         np.testing.assert_allclose(g, e, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
+
+
+def test_arrays_of_other_libraries_never_reach_numba(monkeypatch):
+    # Numba compiles for NumPy arrays only: a CuPy array handed to a kernel would be copied to the host or fail.
+    # With every kernel made to raise, the exact Hessian and a ReLU forward pass on array_api_strict arrays on a
+    # stand-in device run on the twins and give NumPy's results (which used the kernels).
+    xs = pytest.importorskip("array_api_strict")
+    from minisgd import MLP
+    rng = np.random.default_rng(3)
+    net = MLP([5, 7, 6, 3], activation="relu", l2=1e-3)
+    theta, X, y = net.init(seed=2), rng.standard_normal((40, 5)), rng.integers(0, 3, 40)
+    H_ref, Z_ref = net.hessian(theta, X, y), net.forward(theta, X)
+    monkeypatch.setattr(kernels, "_compiled", lambda: pytest.fail("a Numba kernel was called"))
+    dev = xs.Device("device1")
+    on_device = [xs.asarray(a, device=dev) for a in (theta, X, y)]
+    H, Z = net.hessian(*on_device), net.forward(*on_device[:2])
+    assert H.device == dev and Z.device == dev
+    np.testing.assert_allclose(np.asarray(H.to_device(xs.Device())), H_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(Z.to_device(xs.Device())), Z_ref, rtol=1e-12, atol=1e-14)

@@ -14,7 +14,8 @@ MSE = select(loss="mse", activation="silu")[0]
 
 # Every public method that takes (theta, X, y); V is added for hvp.
 METHODS_WITH_TARGETS = ["loss", "per_example_losses", "loss_and_grad", "per_example_grads",
-                        "per_example_grad_norms", "hvp", "hessian", "gauss_newton", "residual"]
+                        "per_example_grad_norms", "hvp", "hessian", "gauss_newton", "residual",
+                        "check_inputs", "hvp_operator"]
 METHODS_WITHOUT_TARGETS = ["forward", "output_jacobian", "predict"]
 
 
@@ -24,6 +25,8 @@ def call(net, method, theta, X, y=None, V=None):
         return fn(theta, X)
     if method == "hvp":
         return fn(theta, X, y, np.ones(net.num_params) if V is None else V)
+    if method == "hvp_operator":  # checks when it is made, not at each product
+        return fn(theta, X, y)(np.ones(net.num_params))
     return fn(theta, X, y)
 
 
@@ -46,6 +49,18 @@ def test_valid_inputs_do_not_raise(ce):
         out = call(ce.net, method, ce.theta, ce.X, ce.y)
         values = out if isinstance(out, tuple) else (out,)  # loss_and_grad returns (loss, grad)
         assert all(np.all(np.isfinite(np.asarray(v, dtype=float))) for v in values), method
+
+
+def test_checked_inputs_feed_the_unchecked_functions(mse):
+    """check_inputs canonicalizes what the loops then use without checks: X cast to theta's dtype, 1-d mse targets
+    (N,) as (N, 1); hvp_operator's products are hvp's."""
+    net = MLP([mse.X.shape[1], 4, 1], activation="tanh", loss="mse")
+    theta = net.init(seed=0).astype(np.float32)
+    t, X, y = net.check_inputs(theta, mse.X, mse.y[:, 0])
+    assert t is theta and X.dtype == np.float32 and y.shape == (mse.N, 1) and y.dtype == np.float32
+    assert net.check_inputs(theta, mse.X)[2] is None
+    V = np.random.default_rng(0).standard_normal((net.num_params, 3)).astype(np.float32)
+    np.testing.assert_array_equal(net.hvp_operator(theta, mse.X, mse.y[:, 0])(V), net.hvp(theta, mse.X, mse.y[:, 0], V))
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

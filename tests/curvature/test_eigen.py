@@ -4,6 +4,7 @@ import pytest
 
 import minisgd as ms
 from minisgd.curvature import eigen
+from support import HostCopies, needs_gpu
 
 # Lanczos with full reorthogonalization converges to the extreme eigenvalues with residual
 # beta_m |s_m| <= tol * |lambda_max|; at tol = 1e-10 the eigenvalue error is below the residual
@@ -97,6 +98,36 @@ def test_top_eigenvalues_on_array_api_strict(problem):
     ref = eigen.top_eigenvalues(net, theta, X, y, k=2, tol=TOL).values
     got = eigen.top_eigenvalues(net, xs.asarray(theta), xs.asarray(X), xs.asarray(y), k=2, tol=TOL).values
     np.testing.assert_allclose(got, ref, rtol=1e-10)
+
+
+def test_a_lanczos_step_copies_to_the_host_once(problem):
+    """On a stand-in GPU a Lanczos step reads the device once (alpha_j with beta_j, for the Ritz values): the
+    inputs are checked once, not at every Hessian-vector product. Counted as the difference between 20 and 10
+    steps; the Ritz values are NumPy's."""
+    pytest.importorskip("array_api_strict")
+    net, theta, X, y = problem
+    copies = {}
+    for steps in (10, 20):
+        with HostCopies() as host, pytest.raises(ms.ConvergenceError) as info:  # tol 0: runs every step
+            eigen.hessian_spectrum(net, *(host.asarray(a) for a in (theta, X, y)), k=2, method="lanczos",
+                                   max_iter=steps, tol=0.0)
+        copies[steps] = host.count
+    assert copies[20] - copies[10] == 10
+    with pytest.raises(ms.ConvergenceError) as ref:
+        eigen.hessian_spectrum(net, theta, X, y, k=2, method="lanczos", max_iter=20, tol=0.0)
+    np.testing.assert_allclose(info.value.partial.values, ref.value.partial.values, rtol=1e-12)
+
+
+@needs_gpu
+def test_cupy_spectra_match_numpy(problem):
+    """Every eigenvalue (cuSOLVER's eigh) and the top three by Lanczos on CuPy against NumPy's, float64."""
+    import cupy
+    net, theta, X, y = problem
+    on_gpu = [cupy.asarray(a) for a in (theta, X, y)]
+    for kwargs in ({"method": "exact", "k": None}, {"method": "lanczos", "k": 3, "tol": TOL}):
+        ref = eigen.hessian_spectrum(net, theta, X, y, **kwargs).values
+        got = eigen.hessian_spectrum(net, *on_gpu, **kwargs).values
+        np.testing.assert_allclose(got, ref, rtol=EIG_RTOL, atol=1e-12 * np.abs(ref).max())
 
 
 def test_bad_arguments():

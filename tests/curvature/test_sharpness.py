@@ -16,6 +16,7 @@ from scipy import optimize
 
 import minisgd as ms
 from minisgd.curvature import sharpness
+from support import GPU
 
 RTOL = 1e-10
 
@@ -388,13 +389,15 @@ def test_sharpness_summary_exact_and_lanczos_against_dense_eigh():
     assert lz.effective_dimension <= s.effective_dimension  # truncated to the top 10: a lower bound
 
 
-def test_array_api_strict_inputs_give_the_numpy_results():
-    # The measures run on any array-API backend; the arithmetic is the same, so they agree to rounding.
-    xp = pytest.importorskip("array_api_strict")
+@pytest.mark.parametrize("library, rtol", [("array_api_strict", 1e-12), pytest.param("cupy", 1e-9, marks=GPU)])
+def test_other_array_libraries_give_the_numpy_results(library, rtol):
+    # The measures run on any array-API backend; the arithmetic is the same (array_api_strict: NumPy underneath) or
+    # summed in other orders (CuPy), so they agree to rounding.
+    xp = pytest.importorskip(library)
     net = ms.MLP([4, 6, 3], activation="tanh", loss="cross_entropy")
     rng = np.random.default_rng(10)
     theta, X, y = net.init(seed=10), rng.standard_normal((30, 4)), rng.integers(0, 3, 30)
-    strict = (xp.asarray(theta), xp.asarray(X), xp.asarray(y))
+    arrays = (xp.asarray(theta), xp.asarray(X), xp.asarray(y))
     measures = [
         lambda *a: sharpness.epsilon_sharpness(net, *a, eps=1e-2).value,
         lambda *a: sharpness.epsilon_sharpness(net, *a, eps=1e-2, subspace_dim=3, method="pga").value,
@@ -403,7 +406,7 @@ def test_array_api_strict_inputs_give_the_numpy_results():
         lambda *a: sharpness.sharpness_summary(net, *a, method="lanczos", k=5).frobenius_norm,
     ]
     for measure in measures:
-        np.testing.assert_allclose(measure(*strict), measure(theta, X, y), rtol=1e-12)
+        np.testing.assert_allclose(measure(*arrays), measure(theta, X, y), rtol=rtol)
 
 
 # ---- invariant measures ------------------------------------------------------------------------------------------

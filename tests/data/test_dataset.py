@@ -25,6 +25,7 @@ def test_dataset_checks_and_description():
     np.testing.assert_array_equal(moved.X_train, ds.X_train)
 
 
+@pytest.mark.gpu  # runs everywhere: on a GPU it moves, elsewhere it explains
 def test_to_gpu_moves_or_explains():
     from minisgd.errors import BackendUnavailableError
 

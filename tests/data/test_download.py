@@ -100,7 +100,7 @@ def test_truncated_file_on_server_rejected(served, tmp_path, http_server):
     url, _ = http_server(served)
     dest = tmp_path / "out" / f"{LABELS}.gz"
     err = _expect_rejected(url, dest, "truncated: the gzip stream ends early")
-    assert str(dest) in str(err) and "MINISGD_DATA" in str(err)
+    assert str(dest) in str(err) and "set MINISGD_DATA to a folder that contains a out/ folder" in str(err)
     assert leftovers(dest.parent) == []  # nothing half-written left behind
 
 

@@ -177,3 +177,17 @@ def test_where_the_data_lives(monkeypatch, tmp_path):
     monkeypatch.setenv("MINISGD_DATA", str(tmp_path / "env"))
     assert dataset_folder() == tmp_path / "env" / "mnist"
     assert dataset_folder("fashion-mnist", tmp_path / "arg") == tmp_path / "arg" / "fashion-mnist"
+
+
+def test_the_dataset_folder_itself_is_refused_with_the_fix(monkeypatch, tmp_path):
+    """MINISGD_DATA names the folder that contains mnist/: the mnist/ folder itself is the common mistake, refused
+    (instead of looking in, and downloading into, mnist/mnist/) with the value to give."""
+    monkeypatch.setenv("MINISGD_DATA", str(tmp_path / "data" / "mnist"))
+    with pytest.raises(DataError, match=f"the mnist folder itself; .* instead: MINISGD_DATA={tmp_path / 'data'}$"):
+        dataset_folder()
+    with pytest.raises(DataError, match="the root argument is .* instead: root="):
+        read_mnist(tmp_path / "data" / "mnist", download=False)
+    assert not (tmp_path / "data").exists()  # nothing made
+    (tmp_path / "data" / "mnist" / "mnist").mkdir(parents=True)  # a folder called mnist that does hold mnist/
+    assert dataset_folder() == tmp_path / "data" / "mnist" / "mnist"
+    assert dataset_folder("fashion-mnist") == tmp_path / "data" / "mnist" / "fashion-mnist"

@@ -1,8 +1,10 @@
-"""keskar-mnist's --quick run: both regimes trained, every measure finite, the parametric plot's shape, and
-with Adam the large-batch minimizer sharper."""
+"""keskar-mnist: the --quick run shows the paper's finding (both regimes trained to the same training loss, LB
+sharper by the top eigenvalue and the epsilon-sharpness, SB testing higher, in each seed), every measure finite, the
+parametric plot's shape; and what the summary says, from made-up records."""
 import numpy as np
 import pytest
 
+from minisgd.experiments import keskar_mnist
 from support import check_run_folder, needs_mnist
 
 
@@ -10,33 +12,106 @@ from support import check_run_folder, needs_mnist
 def test_keskar_mnist_quick(quick_run):
     config, report = quick_run
     check_run_folder(report)
-    assert len(report.records) == len(config.optimizers) * config.seeds
+    assert config.optimizers == ("adam",) and config.target_loss == 1e-3
+    assert len(report.records) == config.seeds
     eps_keys = [f"{space}_{eps:g}" for space in ("full", "subspace") for eps in config.eps]
+    full = f"full_{config.eps[0]:g}"
     for rec in report.records:
         r = rec["result"]
-        assert r["lb"]["batch_size"] == round(0.1 * config.n_train) and r["sb"]["batch_size"] == 256
+        assert r["lb"]["batch_size"] == round(0.1 * config.n_train) and r["sb"]["batch_size"] == config.small_batch
         for regime in ("sb", "lb"):
             m = r[regime]
-            assert m["steps"] == config.epochs * -(-config.n_train // m["batch_size"])
-            assert 0.5 < m["test_acc"] <= 1 and 0.5 < m["train_acc"] <= 1  # chance is 0.1
-            assert np.isfinite(m["train_loss"]) and m["train_loss"] < np.log(10)
+            # trained to a minimizer: stopped by the target loss, not by the cap
+            assert m["stop_reason"] == "target_loss" and m["epochs"] < config.epochs
+            assert m["train_loss"] <= config.target_loss and m["train_acc"] >= 0.99
+            assert m["steps"] == m["epochs"] * -(-config.n_train // m["batch_size"])
+            assert 0.9 < m["test_acc"] <= 1  # chance is 0.1
             assert m["top_eigenvalue"] > 0 and m["trace"] > m["top_eigenvalue"]
             for key in eps_keys:
                 assert np.isfinite(m[key]) and m[key] >= 0
-            assert m[f"full_{config.eps[0]:g}"] >= m[f"full_{config.eps[1]:g}"]  # a larger box rises higher
+            assert m[full] >= m[f"full_{config.eps[1]:g}"]  # a larger box rises higher
         par = r["parametric"]
         assert par["alphas"].shape == par["train_loss"].shape == par["test_accuracy"].shape == (config.alphas,)
         assert np.all((par["test_accuracy"] >= 0) & (par["test_accuracy"] <= 1))
         i0 = int(np.argmin(np.abs(par["alphas"])))
         assert par["test_accuracy"][i0] == pytest.approx(r["sb"]["test_acc"], abs=2e-3)  # alpha = 0 is SB (float32)
-    # robust even in quick mode: with Adam the LB minimizer is sharper, and the line rises faster beyond it
-    adam = [rec["result"] for rec in report.records if rec["point"]["optimizer"] == "adam"]
-    assert all(r["lb"]["top_eigenvalue"] > r["sb"]["top_eigenvalue"] for r in adam)
-    for r in adam:
-        a, loss = r["parametric"]["alphas"], r["parametric"]["train_loss"]
+        # the finding, in each seed (the runs are deterministic: seeded, one BLAS thread per worker)
+        assert r["lb"]["top_eigenvalue"] > r["sb"]["top_eigenvalue"] and r["lb"][full] > r["sb"][full]
+        assert r["sb"]["test_acc"] > r["lb"]["test_acc"]
+        a, loss = par["alphas"], par["train_loss"]
         beyond_lb = loss[np.argmin(np.abs(a - 1.5))] - loss[np.argmin(np.abs(a - 1))]
         beyond_sb = loss[np.argmin(np.abs(a + 0.5))] - loss[np.argmin(np.abs(a))]
         assert beyond_lb > beyond_sb
-    for table in ("Accuracy (layout of the paper's Table 2)", "Epsilon-sharpness", "Top Hessian eigenvalue"):
+    for table in ("Accuracy (layout of the paper's Table 2)", "Epsilon-sharpness", "Top Hessian eigenvalue",
+                  "Each seed"):
         assert table in report.summary
+    assert f"in each of the {config.seeds} seeds LB is sharper" in report.summary
+    assert "205.14 ± 69.52" in report.summary and "Tables 2-4" in report.summary
     assert {p.name for p in report.figures} == {"parametric.png", "sb_vs_lb.png"}
+
+
+# ---- the summary's words, from made-up records -----------------------------------------------------------------
+
+def _record(seed, sb, lb, rise_sb=0.01, rise_lb=0.1):
+    """A finished point whose SB and LB results are ``sb`` / ``lb`` (dicts of overrides) and whose training loss
+    changes by ``rise_sb`` / ``rise_lb`` half a segment beyond SB / LB."""
+    config = keskar_mnist.SCENARIO.config(quick=True)
+    base = {"epochs": 30, "steps": 300, "stop_reason": "target_loss", "train_loss": 1e-3, "train_acc": 1.0,
+            "test_acc": 0.95, "top_eigenvalue": 1.0, "trace": 5.0, "batch_size": 32,
+            **{f"{s}_{e:g}": 1.0 for s in ("full", "subspace") for e in config.eps}}
+    alphas = np.linspace(-1, 2, 13)
+    loss = np.full(13, 1e-3)
+    loss[np.argmin(np.abs(alphas + 0.5))] += rise_sb
+    loss[np.argmin(np.abs(alphas - 1.5))] += rise_lb
+    parametric = {"alphas": alphas, "train_loss": loss, "test_loss": loss, "train_accuracy": 1 - loss,
+                  "test_accuracy": 1 - loss}
+    return {"key": f"seed={seed}", "point": {"optimizer": "adam", "seed": seed},
+            "result": {"num_params": 43018, "n_train": 6000, "sb": {**base, **sb},
+                       "lb": {**base, "batch_size": 600, **lb}, "parametric": parametric}}
+
+
+def test_summary_says_where_the_finding_holds_and_where_not():
+    config = keskar_mnist.SCENARIO.config(quick=True)
+    sharp = {"top_eigenvalue": 2.0, "full_0.001": 3.0, "test_acc": 0.94}
+    holds = [_record(0, {}, sharp), _record(1, {}, sharp)]
+    _, text = keskar_mnist.summarize(config, holds)
+    assert "in each of the 2 seeds LB is sharper by the top eigenvalue and by epsilon-sharpness" in text
+    assert "training loss <= 0.001 in both" in text and "the paper's finding." in text
+    assert "SB 30 ± 0, LB 30 ± 0 epochs" in text
+    _, text = keskar_mnist.summarize(config, [holds[0], _record(1, {}, {**sharp, "top_eigenvalue": 0.5})])
+    assert "in 1 of the 2 seeds only (not in seed 1): here the paper's finding does not hold in every seed" in text
+
+
+def test_summary_flags_an_lb_that_is_not_at_a_minimizer():
+    config = keskar_mnist.SCENARIO.config(quick=True)
+    _, text = keskar_mnist.summarize(config, [_record(0, {}, {"train_acc": 0.944})])
+    assert "LB reaches only 94.4% training accuracy" in text and "not at a minimizer" in text
+    assert "the paper's finding" not in text.split("The paper's F1 rows")[0]
+
+
+def test_parametric_line_never_rises_by_a_negative_amount():
+    config = keskar_mnist.SCENARIO.config(quick=True)
+    _, text = keskar_mnist.summarize(config, [_record(0, {}, {}, rise_sb=-0.02, rise_lb=0.05)])
+    assert "rises by -" not in text
+    assert "beyond SB (alpha = -0.50) the training loss falls by 0.02" in text
+    assert "beyond LB (alpha = 1.50) it rises by 0.05" in text and "the LB side is the steep one" in text
+
+
+def test_paper_values_are_the_papers():
+    """The F1 rows of Tables 2-4 as printed in Keskar et al. 2017 (../shared/notes/keskar-paper.md)."""
+    line = keskar_mnist._paper_line()
+    for value in ("99.66 ± 0.05", "99.92 ± 0.01", "98.03 ± 0.07", "97.81 ± 0.07", "1.23 ± 0.83", "205.14 ± 69.52",
+                  "0.61 ± 0.27", "42.90 ± 17.14", "0.11 ± 0.00", "9.22 ± 0.56", "0.05 ± 0.00", "9.17 ± 0.14"):
+        assert value in line
+    assert "232.25" not in line and "ICLR 2017" in line
+
+
+def test_config_rules_between_keys():
+    sc = keskar_mnist.SCENARIO
+    with pytest.raises(ValueError, match="decay_epochs needs a fixed budget"):
+        sc.config(quick=True, decay_epochs=2)
+    with pytest.raises(ValueError, match="small_batch must be at most n_train = 6000"):
+        sc.config(quick=True, small_batch=8000)
+    with pytest.raises(ValueError, match="alpha_min must be below alpha_max"):
+        sc.config(alpha_min=2.0, alpha_max=1.0)
+    assert sc.config(alpha_min=-3.0).alpha_min == -3.0  # any finite value

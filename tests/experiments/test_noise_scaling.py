@@ -7,6 +7,7 @@ comparisons; the enumeration is exact, so its errors are rounding (< 1e-12).
 import numpy as np
 import pytest
 
+from minisgd.errors import ConfigError
 from minisgd import sweep
 from minisgd.experiments import noise_scaling
 from support import needs_mnist
@@ -66,9 +67,10 @@ def test_timing_summary_and_figure(report):
 def test_batch_sizes_and_bad_config():
     assert noise_scaling.batch_sizes(16) == [1, 2, 4, 8, 16]
     assert noise_scaling.batch_sizes(16, near_full=True) == [1, 2, 4, 8, 12, 14, 15, 16]
-    with pytest.raises(ValueError, match="CPU only"):
-        noise_scaling.Config(device="gpu")
-    with pytest.raises(ValueError, match="states"):
-        noise_scaling.Config(states=("later",))
-    with pytest.raises(ValueError, match="exact_examples"):
-        noise_scaling.Config(exact_examples=30)
+    sc = noise_scaling.SCENARIO
+    with pytest.raises(ConfigError, match="CPU only"):
+        sc.config(device="gpu")
+    with pytest.raises(ConfigError, match="states must be a non-empty list of values, each one of 'init', 'trained'"):
+        sc.config(states=("later",))
+    with pytest.raises(ConfigError, match=r"exact_examples must be an integer in \[2, 14\], got 30"):
+        sc.config(exact_examples=30)

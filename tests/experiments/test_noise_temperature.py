@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from minisgd.errors import ConfigError
 from minisgd import sweep
 from minisgd import experiments
 from minisgd.experiments import noise_temperature as nt
@@ -25,7 +26,7 @@ def test_grid_and_full_mode():
         assert len(points) == len(config.protocols) * len(config.temperatures) * len(config.batch_sizes) \
             * config.seeds
         assert len(set(sweep.point_keys(points))) == len(points)
-    with pytest.raises(ValueError, match="protocols must be among"):
+    with pytest.raises(ConfigError, match="protocols must be a non-empty list of values, each one of 'time', 'epochs'"):
         sc.config(protocols=("steps",))
     with pytest.raises(ValueError, match="the full batch has no noise"):
         sc.config(batch_sizes=(16, 4096))

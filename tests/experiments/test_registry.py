@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from minisgd.errors import ConfigError
 from minisgd import sweep
 from minisgd import experiments
 from minisgd.experiments import batch_sweep, keskar_mnist, parse_overrides, spectrum
@@ -61,9 +62,9 @@ def test_parse_overrides_uses_the_field_types():
         parse_overrides(keskar_mnist.Config, ["epochs=2.5"])
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(keskar_mnist.Config, ["epochs"])
-    with pytest.raises(ValueError, match="optimizers must be among"):
+    with pytest.raises(ConfigError, match="optimizers must be a non-empty list of values, each one of 'adam', 'sgd'"):
         keskar_mnist.SCENARIO.config(optimizers=("adamw",))
-    with pytest.raises(ValueError, match="classes must lie in 2 .. 10"):
+    with pytest.raises(ConfigError, match=r"classes must be a non-empty list of integers in \[2, 10\]"):
         spectrum.SCENARIO.config(classes=(1, 10))
 
 
@@ -75,3 +76,37 @@ def test_outlier_count():
     assert stats["negative_mass"] == pytest.approx(3 / np.abs(values).sum())
 
 
+
+
+# ---- the type and range of every key ------------------------------------------------------------------------------
+
+def test_check_value_by_type_and_range():
+    from minisgd.experiments import at_least, between, check_value, one_of
+    check_value("n", 3, int)
+    check_value("n", np.int64(3), int)  # NumPy integers are integers
+    check_value("lr", 1, float)  # an integer is a number
+    check_value("n", None, int | None)
+    check_value("xs", (0.5, 1.0), tuple[float, ...], between(0, 1, low_open=True))
+    check_value("anything", object(), object)  # annotations other than int, float, str, bool, tuples: not checked
+    for key, value, hint, check, message in [
+        ("n", True, int, None, "n must be an integer >= 1, got True"),  # a bool is not a count
+        ("n", 2.5, int, None, "n must be an integer >= 1, got 2.5"),
+        ("n", None, int, None, "n must be an integer >= 1, got None"),
+        ("lr", float("inf"), float, None, "lr must be a finite number > 0, got inf"),
+        ("lr", "0.1", float, None, "lr must be a finite number > 0, got '0.1'"),
+        ("k", 0, int, at_least(2), "k must be an integer >= 2, got 0"),
+        ("f", 0.0, float | None, between(0, 1, low_open=True), r"f must be a finite number in \(0, 1\] or none, got 0.0"),
+        ("xs", (), tuple[int, ...], None, "xs must be a non-empty list of integers >= 1 .*xs=a,b,c.*got nothing"),
+        ("xs", [1, -1], tuple[int, ...], None, r"xs must be .* got \[1, -1\]"),
+        ("opt", "rmsprop", str, one_of("adam", "sgd"), "opt must be one of 'adam', 'sgd', got 'rmsprop'"),
+        ("flag", 1, bool, None, "flag must be true or false, got 1"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            check_value(key, value, hint, check)
+
+
+def test_the_declared_checks_name_real_keys():
+    """A check declared for a key the config does not have would check nothing: every CHECKS key is a field."""
+    for name in experiments.names():
+        sc = experiments.get(name)
+        assert set(sc.checks) <= set(experiments.config_keys(sc.config_class)), name

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from minisgd.errors import ConfigError
 from minisgd.experiments import remedies
 from minisgd.experiments.report import pm
 from minisgd.training.schedules import GeometricBatch, WarmStartBatch, Warmup
@@ -32,7 +33,7 @@ def test_grid_pairs_each_remedy_with_its_baseline():
     assert remedies.runs(only) == ["sb", "lb", "noise"]  # no momentum pair without the lr-scaling remedies
     assert remedies.BASELINE["lr-linear"] == ("sb-momentum", "lb-momentum")
     assert remedies.BASELINE["noise"] == ("sb", "lb")
-    with pytest.raises(ValueError, match="unknown remedies"):
+    with pytest.raises(ConfigError, match="remedies must be a non-empty list of values, each one of 'warm-start'"):
         remedies.SCENARIO.config(remedies=("dropout",))
     with pytest.raises(ValueError, match="small_batch < large_batch"):
         remedies.SCENARIO.config(small_batch=512, large_batch=512)

@@ -9,6 +9,7 @@ sets, within 25%.
 import numpy as np
 import pytest
 
+from minisgd.errors import ConfigError
 from minisgd import sweep
 from minisgd.experiments import true_gradient
 
@@ -38,8 +39,8 @@ def test_linear_gaussian_prediction_is_the_closed_form(report):
 
 
 def test_bad_config():
-    with pytest.raises(ValueError, match="problems"):
-        true_gradient.Config(problems=("mnist",))
-    with pytest.raises(ValueError, match="min_examples"):
-        true_gradient.Config(min_examples=100, max_examples=10)
+    with pytest.raises(ConfigError, match="problems must be a non-empty list of values, each one of"):
+        true_gradient.SCENARIO.config(problems=("mnist",))
+    with pytest.raises(ConfigError, match="min_examples"):
+        true_gradient.SCENARIO.config(min_examples=100, max_examples=10)
     assert true_gradient.set_sizes(true_gradient.Config(min_examples=16, max_examples=1000)) == [16, 64, 256, 1000]

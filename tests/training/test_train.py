@@ -13,7 +13,7 @@ import pytest
 
 import minisgd as ms
 from minisgd.training.callbacks import GradientNoise, StopTraining, every
-from support import DATA_ROOT, needs_mnist
+from support import DATA_ROOT, HostCopies, needs_gpu, needs_mnist
 from minisgd.training.train import DivergenceError, TrainConfig, batch_sequence, planned_steps, train
 from minisgd.data import augment
 from minisgd.training import injection
@@ -181,6 +181,55 @@ def test_float32_and_array_api_strict_runs_match_numpy():
 
 
 
+@pytest.mark.parametrize("options", [{"optimizer": "sgd"}, {"optimizer": "adam", "log_grad_norm": False},
+                                     {"optimizer": "momentum", "proximal": 0.1, "proximal_steps": 3}])
+def test_a_step_copies_to_the_host_once(options):
+    """On a stand-in GPU a step reads the device once (the loss, with |g|^2), whatever the optimizer: the checks
+    of the data run once, not per step. Counted as the difference between 20 and 10 steps, so the setup and the
+    final evaluation cancel; the results are NumPy's."""
+    pytest.importorskip("array_api_strict")
+    net, theta, (X, y, _, _) = small_classifier()
+    copies = {}
+    for steps in (10, 20):
+        cfg = TrainConfig(lr=0.1, batch_size=8, max_steps=steps, eval_every=None, **options)
+        with HostCopies() as host:
+            got = train(net, host.asarray(theta), (host.asarray(X), host.asarray(y)), cfg, progress=False)
+        copies[steps] = host.count
+    assert copies[20] - copies[10] == 10
+    ref = train(net, theta, (X, y), cfg, progress=False)
+    np.testing.assert_allclose(ms.backend.to_numpy(got.theta), ref.theta, rtol=1e-12)
+    np.testing.assert_allclose(got.history["loss"], ref.history["loss"], rtol=1e-12)
+
+
+@needs_gpu
+def test_cupy_training_with_a_checkpoint_and_resume_matches_numpy(tmp_path):
+    """On CuPy, a run that stops after one epoch, is written and resumed to two matches NumPy's run (float64; the
+    GPU sums in other orders: rtol 1e-10), stays on the GPU, and stores NumPy arrays."""
+    import cupy
+    from dataclasses import replace
+    net, theta, data = small_classifier()
+    cfg = TrainConfig(optimizer="adam", lr=0.05, batch_size=8, epochs=2, out=str(tmp_path / "gpu"))
+    ref = train(net, theta, data, replace(cfg, out=None), progress=False)
+    on_gpu = tuple(cupy.asarray(a) for a in data)
+    train(net, cupy.asarray(theta), on_gpu, replace(cfg, epochs=1), progress=False)
+    got = train(net, cupy.asarray(theta), on_gpu, cfg, resume=True, progress=False)
+    assert isinstance(got.theta, cupy.ndarray) and isinstance(ms.training.train.load_run(cfg.out).theta, np.ndarray)
+    np.testing.assert_allclose(got.theta.get(), ref.theta, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got.history["loss"], ref.history["loss"], rtol=1e-10)
+    np.testing.assert_allclose(got.history["test_acc"], ref.history["test_acc"], rtol=1e-10)
+
+
+def test_an_overflowing_gradient_is_a_divergence_before_theta_goes_non_finite():
+    # Least squares with residuals ~1e150 and inputs ~1e10: the loss (~1e300) is finite, |g|^2 (~1e320) is not.
+    # The step reads |g|^2 with the loss, so theta stays finite without a check of theta at every step.
+    net, theta0, X, y = small_least_squares()
+    cfg = TrainConfig(lr=0.1, batch_size=8, max_steps=5, eval_every=None)
+    with pytest.raises(DivergenceError, match="squared gradient norm is inf") as info, np.errstate(over="ignore"):
+        train(net, theta0, (1e10 * X, 1e150 * y), cfg, progress=False)
+    assert info.value.step == 0
+    np.testing.assert_array_equal(info.value.theta, theta0)
+
+
 @needs_mnist
 def test_mnist_subset_reaches_88_percent_test_accuracy():
     # 4000 training images (stratified, seed 0), 2x2 average pooling to 14x14 = 196 inputs, 10 classes;
@@ -292,3 +341,12 @@ def test_a_checkpoint_from_before_the_options_resumes_with_their_defaults(tmp_pa
     with pytest.raises(ms.ConfigMismatchError, match="proximal"):
         train(net, theta0, (X, y), TrainConfig(lr=0.05, batch_size=8, epochs=3, out=out, proximal=1.0), resume=out,
               progress=False)
+
+
+def test_progress_bar_shows_when_asked_and_never_otherwise(capsys):
+    net, theta, data = small_classifier()
+    cfg = TrainConfig(batch_size=8, epochs=2, eval_every=None)
+    train(net, theta, data, cfg, progress=True)
+    assert "8/8" in capsys.readouterr().err  # tqdm's count: 2 epochs of 4 steps
+    train(net, theta, data, cfg, progress=False)
+    assert capsys.readouterr().err == ""

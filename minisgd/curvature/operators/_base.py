@@ -46,7 +46,8 @@ class CurvatureOperator(LinearOperator):
         P, N = net.num_params, X.shape[0]
         per_direction = 4 * N * sum(net.sizes[1:])  # R{z}, R{a}, deltas and a temporary per layer
         self.max_directions = max(1, DIRECTION_BUDGET // per_direction) if max_directions is None else max_directions
-        super().__init__(dtype=np.dtype(str(theta.dtype)), shape=(P, P))
+        # NumPy's dtype of the same name (CuPy's dtype is NumPy's; array_api_strict's prints as 'array_api_strict.float64')
+        super().__init__(dtype=np.dtype(str(theta.dtype).rpartition(".")[2]), shape=(P, P))
 
     def __repr__(self):
         return f"{type(self).__name__}({self.net!r}, N={self.X.shape[0]}, on {_device(self.theta)})"

@@ -14,8 +14,12 @@ from ._base import CurvatureOperator
 class GaussNewton(CurvatureOperator):
     """The Gauss-Newton matrix ``(P, P)`` of ``net``'s mean loss (L2 included) at ``theta`` on ``(X, y)``."""
 
+    def __init__(self, net, theta, X, y, max_directions=None):
+        super().__init__(net, theta, X, y, max_directions)
+        self._product_of = net.gauss_newton_vp_operator(self.theta, self.X, self.y)  # checked once, not at every product
+
     def _apply(self, V):
-        return self.net.gauss_newton_vp(self.theta, self.X, self.y, V)
+        return self._product_of(V)
 
     def to_dense(self):
         return self.net.gauss_newton(self.theta, self.X, self.y)

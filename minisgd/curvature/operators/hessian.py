@@ -12,8 +12,12 @@ from ._base import CurvatureOperator
 class Hessian(CurvatureOperator):
     """The Hessian ``(P, P)`` of ``net``'s mean loss plus L2 at ``theta`` on ``(X, y)``."""
 
+    def __init__(self, net, theta, X, y, max_directions=None):
+        super().__init__(net, theta, X, y, max_directions)
+        self._product_of = net.hvp_operator(self.theta, self.X, self.y)  # checked once, not at every product
+
     def _apply(self, V):
-        return self.net.hvp(self.theta, self.X, self.y, V)
+        return self._product_of(V)
 
     def to_dense(self):
         return self.net.hessian(self.theta, self.X, self.y)

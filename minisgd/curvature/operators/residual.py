@@ -13,8 +13,13 @@ from ._base import CurvatureOperator
 class Residual(CurvatureOperator):
     """``H - G``, ``(P, P)``, of ``net``'s mean loss at ``theta`` on ``(X, y)``."""
 
+    def __init__(self, net, theta, X, y, max_directions=None):
+        super().__init__(net, theta, X, y, max_directions)
+        self._hvp = net.hvp_operator(self.theta, self.X, self.y)  # checked once, not at every product
+        self._gvp = net.gauss_newton_vp_operator(self.theta, self.X, self.y)
+
     def _apply(self, V):
-        return self.net.hvp(self.theta, self.X, self.y, V) - self.net.gauss_newton_vp(self.theta, self.X, self.y, V)
+        return self._hvp(V) - self._gvp(V)
 
     def to_dense(self):
         return self.net.residual(self.theta, self.X, self.y)

@@ -92,3 +92,24 @@ def test_every_operator_keeps_cupy_arrays_on_the_gpu():
     inverse = KFAC(net, *gpu).inverse(1e-2)
     assert_allclose_relative(cupy.asnumpy(inverse @ cupy.asarray(V)), KFAC(net, theta, X, y).inverse(1e-2) @ V,
                              rtol=1e-9, relative_to="max", what="KFAC inverse on the GPU")
+
+
+def test_products_copy_nothing_to_the_host():
+    """On a stand-in GPU (array_api_strict's second device, counting device-to-host copies as CuPy would wait for
+    them) the inputs are checked once when an operator is built; its products then read nothing back."""
+    pytest.importorskip("array_api_strict")
+    from minisgd.curvature.operators import EKFAC, KFAC, EmpiricalFisher, Fisher, GaussNewton, Residual
+    from support import HostCopies
+
+    net, theta, X, y = make_problem([5, 7, 6, 3], "tanh", "cross_entropy", 1e-3)
+    V = np.random.default_rng(4).standard_normal((net.num_params, 3))
+    for cls in (Hessian, GaussNewton, Residual, Fisher, EmpiricalFisher, KFAC, EKFAC):
+        with HostCopies() as host:
+            op = cls(net, *(host.asarray(a) for a in (theta, X, y)))
+            W = host.asarray(V)
+            built = host.count
+            out = op @ W
+            assert host.count == built, f"{cls.__name__}: {host.count - built} host copies in a product"
+        here = np.asarray(out.to_device(host.xp.Device("CPU_DEVICE")))
+        assert_allclose_relative(here, cls(net, theta, X, y) @ V, rtol=1e-12,
+                                 relative_to="max", what=f"{cls.__name__} on the stand-in device")
