@@ -21,6 +21,8 @@ from ...errors import HessianTooLargeError, ShapeError
 #: Numbers allowed in one call's per-direction work arrays (``k N sum(widths)`` times a few): 2^25 = 256 MiB in
 #: float64. Directions beyond that go in several calls.
 DIRECTION_BUDGET = 1 << 25
+#: Numbers per per-example array when the examples are streamed in chunks (64 MiB in float64).
+CHUNK_ELEMENTS = 1 << 23
 
 
 def _device(array):

@@ -25,7 +25,7 @@ import numpy as np
 from ...backend import device_of, namespace, to_device, to_numpy
 from ...core.gauss_newton import factor_diagonal, factor_vector_product
 from ...errors import ShapeError
-from ._base import DIRECTION_BUDGET, CurvatureOperator, _device
+from ._base import CHUNK_ELEMENTS, CurvatureOperator, _device
 
 KINDS = ("gauss_newton", "fisher", "mc", "empirical")
 
@@ -97,7 +97,7 @@ class FactorOperator(CurvatureOperator):
         self._check_dense_fits()
         xp, net = self.xp, self.net
         N, K, P = self.X.shape[0], net.sizes[-1], net.num_params
-        rows = max(1, DIRECTION_BUDGET // (K * P))
+        rows = max(1, CHUNK_ELEMENTS // (K * P))  # the Jacobian of a chunk: (rows, K, P)
         dense = xp.zeros((P, P), dtype=self.theta.dtype, device=device_of(self.theta))
         for n0 in range(0, N, rows):
             n1 = min(N, n0 + rows)

@@ -21,11 +21,7 @@ import numpy as np
 from ...backend import device_of, to_numpy
 from ...core.gauss_newton import backpropagated_factor
 from ...errors import ConfigError
-from ._base import CurvatureOperator
-
-#: Numbers per backpropagated array when streaming the examples (64 MiB in float64).
-CHUNK_ELEMENTS = 1 << 23
-
+from ._base import CHUNK_ELEMENTS, CurvatureOperator
 
 def layer_statistics(net, theta, X, factor, statistic, chunk_elements=CHUNK_ELEMENTS):
     r"""``[sum over examples of statistic(l, ã, d) for each layer l]``, examples in chunks: ``ã: (n, I)`` the

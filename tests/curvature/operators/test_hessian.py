@@ -60,6 +60,9 @@ def test_bad_shapes_and_too_large_dense_raise(monkeypatch):
         H.dot(pytest.importorskip("array_api_strict").ones((3, 2)))
     with pytest.raises(ValueError):  # SciPy's own check for NumPy input
         H @ np.ones(net.num_params + 1)
+    # the generic dense form (the operator times the identity's columns) is a second route to the Hessian
+    assert_allclose_relative(_base.CurvatureOperator.to_dense(H), net.hessian(theta, X, y), rtol=RTOL,
+                             relative_to="max", what="identity columns")
     monkeypatch.setattr(_base, "available_memory", lambda xp: 1000)
     with pytest.raises(HessianTooLargeError, match="to_dense"):
         _base.CurvatureOperator.to_dense(H)
