@@ -8,7 +8,7 @@
 * :mod:`~minisgd.curvature.landscape`: evaluation in chunks, the parametric plot between two minimizers, 1-D and
   2-D slices with their quadratic model.
 * :mod:`~minisgd.curvature.operators`: the Hessian, Gauss-Newton, residual, Fisher (exact and Monte Carlo),
-  empirical Fisher, KFAC and EKFAC as SciPy ``LinearOperator``\ s on the exact products.
+  empirical Fisher, KFAC and EKFAC as SciPy ``LinearOperator`` objects on the exact products.
 * :mod:`~minisgd.curvature.estimators`: trace and diagonal estimators on any operator (Hutchinson, Hutch++, XTrace,
   XDiag), each with its stated error.
 """
