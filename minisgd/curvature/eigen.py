@@ -32,7 +32,7 @@ class Spectrum:
     """Eigenvalues ``values: (k,)`` (and ``vectors: (P, k)`` on request) and how they were obtained.
 
     method: "exact" (dense eigh) or "lanczos"; iterations: Lanczos steps (HVPs), 0 for exact;
-    residuals: ``(k,)`` bounds on ``|H v - lambda v|`` (exact: computed; Lanczos: beta_m |s_m|).
+    residuals: ``(k,)`` bounds on ``|H v - lambda v|`` (exact: computed; Lanczos: ``beta_m |s_m|``).
     """
 
     values: np.ndarray
