@@ -6,18 +6,14 @@ estimators of :mod:`minisgd.curvature.estimators` work on it; ``A @ V`` with ``V
 exact products for all k columns, and a CuPy ``V`` stays on the GPU. Each also has ``to_dense()`` (when it fits),
 ``diagonal()`` and ``trace()``, exact; KFAC and EKFAC add ``eigenvalues()`` in closed form and ``inverse(damping)``.
 
-======================= ============================================================== ========================
-operator                matrix                                                         products
-======================= ============================================================== ========================
-``Hessian``             :math:`\frac1N\sum_n \nabla^2\ell_n + \lambda I`                R-operator (``net.hvp``)
-``GaussNewton``         :math:`\frac1N\sum_n J_n^T A_n J_n + \lambda I`                 R-pass + backprop
-``Residual``            :math:`H - G`                                                   both
-``Fisher``              :math:`\frac1N\sum_n E_{y\sim p}[\nabla\ell\nabla\ell^T] + \lambda I`, exact or
-                        Monte Carlo with ``mc_samples`` labels per example              R-pass + backprop
-``EmpiricalFisher``     :math:`\frac1N\sum_n \nabla\ell_n\nabla\ell_n^T + \lambda I`     R-pass + backprop
-``KFAC``                :math:`\bigoplus_l A_l \otimes B_l + \lambda I`                 :math:`A X B` per layer
-``EKFAC``               KFAC's eigenbasis, eigenvalues refitted                         4 GEMMs per layer
-======================= ============================================================== ========================
+* ``Hessian``: :math:`\frac1N\sum_n \nabla^2\ell_n + \lambda I`, products by the R-operator (``net.hvp``);
+* ``GaussNewton``: :math:`\frac1N\sum_n J_n^T A_n J_n + \lambda I`, a forward R-pass and one backward pass;
+* ``Residual``: :math:`H - G`, both;
+* ``Fisher``: :math:`\frac1N\sum_n E_{y\sim p(y|x_n)}[\nabla\ell\nabla\ell^T] + \lambda I`, exact or Monte Carlo
+  with ``mc_samples`` labels per example, as G;
+* ``EmpiricalFisher``: :math:`\frac1N\sum_n \nabla\ell_n\nabla\ell_n^T + \lambda I`, as G with one column;
+* ``KFAC``: :math:`\bigoplus_l A_l \otimes B_l + \lambda I`, products :math:`A X B` per layer;
+* ``EKFAC``: KFAC's eigenbasis with the eigenvalues refitted, four GEMMs per layer.
 
 **Conventions.** Every matrix is the curvature of minisgd's objective, the *mean* loss over the N examples plus
 :math:`\frac\lambda2\lVert\theta\rVert^2` (so each adds :math:`\lambda I`, the residual excepted, where it

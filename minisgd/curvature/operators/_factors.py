@@ -3,14 +3,12 @@ r"""Output factors: the per-example ``F_n: (K, m)`` whose :math:`\frac1N \sum_n 
 Every curvature of the Gauss-Newton family is such a sandwich; they differ in the output-space matrix
 :math:`M_n = F_n F_n^T` (``kind``):
 
-============== ================================================================ =================================
-kind           :math:`F_n` (columns)                                            :math:`M_n`
-============== ================================================================ =================================
-gauss_newton   a square root of the loss Hessian, ``loss.hessian_factor``       :math:`A_n` (exact)
-fisher         :math:`\sqrt{p(c)}\, \nabla_z \ell(z_n, c)` for every class c    :math:`E_{c \sim p}[g g^T] = A_n`
-mc             :math:`\nabla_z \ell(z_n, y_s) / \sqrt S`, :math:`y_s \sim p(y|z_n)` unbiased for :math:`A_n`
-empirical      :math:`\nabla_z \ell(z_n, y_n)`, the label's gradient            :math:`g_n g_n^T`
-============== ================================================================ =================================
+* ``gauss_newton``: a square root of the loss Hessian (``loss.hessian_factor``): :math:`M_n = A_n`, exactly;
+* ``fisher``: :math:`\sqrt{p(c)}\, \nabla_z \ell(z_n, c)` for every class c:
+  :math:`M_n = E_{c \sim p}[g g^T] = A_n`;
+* ``mc``: :math:`\nabla_z \ell(z_n, y_s) / \sqrt S` for S labels :math:`y_s \sim p(y | z_n)`: unbiased for
+  :math:`A_n`;
+* ``empirical``: :math:`\nabla_z \ell(z_n, y_n)`, the data label's gradient: :math:`M_n = g_n g_n^T`.
 
 ``p(y | z)`` is the model's predictive distribution whose negative log-likelihood is the loss: the softmax for the
 cross-entropy, :math:`\mathcal N(z, I)` for the half squared error. For both the true Fisher equals the
