@@ -13,6 +13,7 @@ so a bad call costs nothing.
     │   ├── ChecksumError                                           a file whose SHA-256 is not the known one
     │   ├── CorruptFileError                                        a stored file damaged, too large or not ours
     │   └── DownloadError                              (OSError)    every mirror failed
+    ├── UnsupportedModelError                         (ValueError)  a model brought in that minisgd cannot represent
     ├── HessianTooLargeError                          (MemoryError) a dense (P, P) that would not fit
     ├── BackendUnavailableError                       (RuntimeError) no such device or array library
     ├── ExtraNotInstalledError                        (ImportError) an optional dependency is missing
@@ -75,6 +76,11 @@ class DownloadError(DataError, OSError):
 
     def __str__(self):  # OSError's own __str__ would print the args tuple
         return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedModelError(MinisgdError, ValueError):
+    """A model brought in (``MLP.from_torch``, ``MLP.from_params``) that is not an MLP minisgd can represent; the
+    message names the module or the layer and says what would work."""
 
 
 class HessianTooLargeError(MinisgdError, MemoryError):

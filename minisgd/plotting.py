@@ -19,6 +19,9 @@ state, no GUI backend), and :func:`save` writes one to a PNG.
 * :func:`step_size_thresholds`: GD's top component around 2/lambda_max (model and network), SGD's threshold
   against the batch size;
 * :func:`edge_of_stability`: lambda_max during training against the 2/eta lines, and the training loss.
+* :func:`grouped_bars`: several series over the same groups (e.g. an error per layer, one bar per approximation);
+* :func:`ranked_spectra`: eigenvalues against their rank on log-log axes, one line per matrix (e.g. the exact
+  Hessian against its approximations).
 
 Series given as ``(S, n)`` arrays (S seeds) are drawn as their mean with a band or error bars of one standard
 deviation; ``(n,)`` arrays as lines.
@@ -546,3 +549,58 @@ def edge_of_stability(runs, title="Edge of stability"):
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+# ---- approximations against the exact matrices -----------------------------------------------------------------
+
+def grouped_bars(groups, panels, title):
+    """One panel per entry of ``panels``: ``{title: {"ylabel": str, "log": bool, "values": {series: (S, n) or
+    (n,)}, "colors": {series: color}}}`` ("colors" optional: the palette in order otherwise): for each of the n
+    ``groups`` one bar per series (its mean over the S seeds, an error bar of one std), the series side by side."""
+    items = list(panels.items())
+    fig, axes = panel_grid(len(items), 4.6, 3.4, columns=2)
+    for ax, (name, spec) in zip(axes, items):
+        series = list(spec["values"].items())
+        width = 0.8 / max(len(series), 1)
+        x = np.arange(len(groups))
+        for i, (label, values) in enumerate(series):
+            mean, std, n = _mean_std(values)
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, mean, width, yerr=std if n > 1 else None, capsize=2,
+                   color=spec.get("colors", {}).get(label, PALETTE[i % len(PALETTE)]), label=label,
+                   error_kw={"linewidth": 0.8})
+        ax.set_xticks(x, [str(g) for g in groups])
+        ax.set_ylabel(spec["ylabel"])
+        if spec.get("log"):
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, axis="y", which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+    return finish(fig, axes[len(items):], title)
+
+
+def ranked_spectra(panels, top=None, title="Eigenvalues against their rank"):
+    """One log-log panel per entry of ``panels``: ``{title: {label: (P,) eigenvalues}}``, each matrix's positive
+    eigenvalues in descending order against their rank (the first ``top``; those below ``1e-10 max|lambda|``, zero
+    up to rounding, are left out); a label starting with "exact" is drawn black and thick, the others in the
+    palette."""
+    items = list(panels.items())
+    fig, axes = panel_grid(len(items), 5.2, 4.0, columns=2)
+    for ax, (name, spectra) in zip(axes, items):
+        others = 0
+        for label, values in spectra.items():
+            v = np.sort(np.asarray(values, float))[::-1]
+            v = v[v > _zero_tolerance([v])][:top]
+            exact = str(label).startswith("exact")
+            style = {"color": "k", "linewidth": 2.0} if exact else {"color": PALETTE[others % len(PALETTE)],
+                                                                    "linewidth": 1.1}
+            others += 0 if exact else 1
+            ax.plot(np.arange(1, v.size + 1), v, label=label, linestyle="--" if "Gauss" in str(label) and exact
+                    else "-", **style)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("rank (1 = largest)")
+        ax.set_ylabel("eigenvalue (positive ones)")
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+    return finish(fig, axes[len(items):], title)

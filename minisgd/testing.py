@@ -228,7 +228,7 @@ def finite_difference_jacobian(f, x, h=DEFAULT_STEP):
 
     ``J[..., j] = (f(x + h e_j) - f(x - h e_j)) / (2 h)`` for ``j < x.size`` (``x`` flattened in
     row-major order). Costs ``2 * x.size`` evaluations of ``f``, so it is meant for small ``x`` (a few
-    hundred parameters). Applied to a gradient it gives the Hessian (FD error ~``h**2 |f'''| + eps |g| / h``
+    hundred parameters). Applied to a gradient it gives the Hessian (FD error about ``h**2 |f'''| + eps |g| / h``
     per entry, about 1e-10 for O(1) quantities).
 
     Parameters

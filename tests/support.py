@@ -78,6 +78,18 @@ def check_run_folder(report):
     assert "The summary failed" not in report.summary and "Drawing the figures failed" not in report.summary
 
 
+def torch_order(net):
+    """``perm`` with ``theta = torch_flat[perm]``: PyTorch stores each ``Linear`` weight as (out, in) row-major and then
+    the bias; minisgd stores ``[W; b]`` with ``W: (in, out)`` row-major (``W = weight.T``)."""
+    import numpy as np
+    perm, offset = [], 0
+    for layer in net.layers:
+        I, O = layer.fan_in, layer.fan_out
+        perm += [offset + o * I + i for i in range(I) for o in range(O)] + [offset + I * O + o for o in range(O)]
+        offset += layer.size
+    return np.array(perm)
+
+
 class HostCopies:
     """Counts device-to-host copies on a stand-in GPU: array_api_strict's device ``"device1"``, whose arrays refuse
     implicit conversion to NumPy as CuPy's do. Each ``float``, ``bool``, ``int`` or index of a 0-d array there and

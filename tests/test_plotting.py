@@ -148,3 +148,26 @@ def test_scatter_panels_color_by_group_and_drop_nonpositive_on_log(rng):
     assert [t.get_text() for t in log_ax.get_legend().get_texts()] == ["B = 32", "B = 512"]
     assert sum(len(c.get_offsets()) for c in lin_ax.collections) == 4
     plotting.png_bytes(fig)
+
+
+def test_grouped_bars_draw_the_means_with_one_std(rng):
+    errors = rng.uniform(0.1, 1.0, (3, 4))  # 3 seeds x 4 groups
+    fig = plotting.grouped_bars(["layer 1", "layer 2", "layer 3", "all"],
+                                {"against G": {"ylabel": "relative error", "log": True,
+                                               "values": {"KFAC": errors, "EKFAC": errors[0] / 2}}}, title="errors")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() and ax.get_title() and ax.get_yscale() == "log"
+    heights = [patch.get_height() for patch in ax.patches]
+    np.testing.assert_allclose(heights[:4], errors.mean(axis=0))  # the first series' bars are its means
+    np.testing.assert_allclose(heights[4:], errors[0] / 2)
+    _png(fig)
+
+
+def test_ranked_spectra_draw_positive_eigenvalues_by_rank(rng):
+    values = np.r_[rng.uniform(0.1, 10, 50), -rng.uniform(0, 1, 10)]
+    fig = plotting.ranked_spectra({"SB": {"exact Hessian": values, "KFAC": values / 2}}, top=30)
+    ax = fig.axes[0]
+    assert _labelled(ax) and ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), np.sort(values)[::-1][:30])
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), np.arange(1, 31))
+    _png(fig)

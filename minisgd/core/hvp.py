@@ -22,6 +22,34 @@ from ..backend import device_of, namespace
 from .passes import augmented, backward_pass, forward_pass, rows_times
 
 
+def split_directions(net, Vk):
+    """Directions ``Vk: (k, P)`` per layer: ``[(V_l: (k, n_{l-1}, n_l), v^b_l: (k, n_l)), ...]``, like ``unflatten``."""
+    xp = namespace(Vk)
+    k = Vk.shape[0]
+    dirs = []
+    for layer in net.layers:
+        split = layer.start + layer.fan_in * layer.fan_out
+        dirs.append((xp.reshape(Vk[:, layer.start:split], (k, layer.fan_in, layer.fan_out)),
+                     Vk[:, split:layer.stop]))
+    return dirs
+
+
+def forward_r_pass(fwd, dirs):
+    r"""The forward R-pass: ``(R_inputs, R_pre)``, per layer l :math:`R\{a_{l-1}\}: (k, N, n_{l-1})` (None for
+    the input layer, where it is zero) and :math:`R\{z_l\}: (k, N, n_l)`; ``R_pre[-1]`` is :math:`J V`, the
+    outputs' directional derivatives. Needs ``fwd.dact`` (a forward pass of order >= 1)."""
+    R_inputs, R_pre = [None], []  # R{a_0} = 0 is kept as None to skip its GEMMs
+    last = len(fwd.params) - 1
+    for l, ((W, _), (VW, vb)) in enumerate(zip(fwd.params, dirs)):
+        Rz = fwd.inputs[l] @ VW + vb[:, None, :]  # (N, n_{l-1}) @ (k, n_{l-1}, n_l) -> (k, N, n_l)
+        if R_inputs[l] is not None:
+            Rz = Rz + rows_times(R_inputs[l], W)
+        R_pre.append(Rz)
+        if l < last:
+            R_inputs.append(fwd.dact[l] * Rz)
+    return R_inputs, R_pre
+
+
 def _r_pass(net, theta, X, y, Vk):
     """Forward and backward R-passes for directions ``Vk: (k, P)``.
 
@@ -30,25 +58,11 @@ def _r_pass(net, theta, X, y, Vk):
     (no 1/N): the pieces of every per-layer Hessian-vector product.
     """
     xp = namespace(theta, X)
-    k = Vk.shape[0]
     params = net.unflatten(theta)
-    dirs = []  # per layer: (V_l: (k, n_{l-1}, n_l), v^b_l: (k, n_l))
-    for layer in net.layers:
-        split = layer.start + layer.fan_in * layer.fan_out
-        dirs.append((xp.reshape(Vk[:, layer.start:split], (k, layer.fan_in, layer.fan_out)),
-                     Vk[:, split:layer.stop]))
-
+    dirs = split_directions(net, Vk)
     fwd = forward_pass(params, X, net.activation, order=2)
     deltas, act_grads = backward_pass(fwd, net.loss_fn.grad(fwd.outputs, y))
-
-    R_inputs, R_pre = [None], []  # R{a_0} = 0 is kept as None to skip its GEMMs
-    for l, ((W, _), (VW, vb)) in enumerate(zip(params, dirs)):
-        Rz = fwd.inputs[l] @ VW + vb[:, None, :]  # (N, n_{l-1}) @ (k, n_{l-1}, n_l) -> (k, N, n_l)
-        if R_inputs[l] is not None:
-            Rz = Rz + rows_times(R_inputs[l], W)
-        R_pre.append(Rz)
-        if l < len(params) - 1:
-            R_inputs.append(fwd.dact[l] * Rz)
+    R_inputs, R_pre = forward_r_pass(fwd, dirs)
 
     R_deltas = [None] * len(params)
     R_delta = net.loss_fn.hessian_vector_product(fwd.outputs, y, R_pre[-1])  # (k, N, K)

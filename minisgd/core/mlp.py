@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations, backprop, hessian, hvp, losses
+from . import activations, backprop, gauss_newton, hessian, hvp, losses
 from ..backend import namespace, to_device
 from ..errors import NonFiniteError, ShapeError
 from .passes import forward_pass
@@ -72,6 +72,23 @@ class MLP:
             start = stop
         self.layers = tuple(layers)
         self.num_params = start
+
+    @classmethod
+    def from_torch(cls, model, loss="cross_entropy", l2=0.0, dtype="float64", device="cpu"):
+        """``(net, theta)`` from a PyTorch ``nn.Sequential`` MLP, with identical outputs; see ``minisgd.core.interop``."""
+        from .interop import from_torch
+        return from_torch(model, loss, l2, dtype, device)
+
+    @classmethod
+    def from_params(cls, params, activation="tanh", loss="cross_entropy", l2=0.0, dtype="float64", device="cpu"):
+        """``(net, theta)`` from ``[(W: (n_in, n_out), b), ...]`` (NumPy, JAX) or Flax Dense parameters."""
+        from .interop import from_params
+        return from_params(params, activation, loss, l2, dtype, device)
+
+    def to_torch(self, theta):
+        """A PyTorch ``nn.Sequential`` computing ``self.forward(theta, X)``; see ``minisgd.core.interop``."""
+        from .interop import to_torch
+        return to_torch(self, theta)
 
     def __repr__(self):
         return (f"MLP(sizes={list(self.sizes)}, activation={self.activation.name!r}, "
@@ -252,6 +269,24 @@ class MLP:
         a GPU. ``V: (P,)`` or ``(P, k)`` of theta's dtype and device (not checked)."""
         theta, X, y = self._checked(theta, X, y)
         return lambda V: hvp.hessian_vector_product(self, theta, X, y, V)
+
+    def gauss_newton_vp(self, theta, X, y, V):
+        """Gauss-Newton-vector products ``G @ V`` for ``V: (P,)`` or ``(P, k)`` (L2 included), by a forward R-pass
+        and one backward pass; see ``minisgd.core.gauss_newton``."""
+        theta, X, y = self._checked(theta, X, y)
+        return gauss_newton.gauss_newton_vector_product(self, theta, X, y, self._checked_directions(theta, V))
+
+    def gauss_newton_vp_operator(self, theta, X, y):
+        """``V -> G @ V`` at fixed inputs, checked once here (as ``hvp_operator``): for iterations that apply one
+        Gauss-Newton matrix many times. ``V: (P,)`` or ``(P, k)`` of theta's dtype and device (not checked)."""
+        theta, X, y = self._checked(theta, X, y)
+        return lambda V: gauss_newton.gauss_newton_vector_product(self, theta, X, y, V)
+
+    def gauss_newton_diagonal(self, theta, X, y):
+        """``(P,)`` exact diagonal of the Gauss-Newton matrix (L2 included), without forming it."""
+        theta, X, y = self._checked(theta, X, y)
+        Z = forward_pass(self.unflatten(theta), X, self.activation, order=0).outputs
+        return gauss_newton.factor_diagonal(self, theta, X, self.loss_fn.hessian_factor(Z, y)) + self.l2
 
     def per_example_hvps(self, theta, X, y, v):
         """``(N, P)`` per-example Hessian-vector products ``(H_n + l2 I) v`` for one ``v: (P,)``."""

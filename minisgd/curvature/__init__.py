@@ -7,6 +7,10 @@
   scale-aware and relative (reparametrization-invariant) sharpness, the Fisher-Rao norm.
 * :mod:`~minisgd.curvature.landscape`: evaluation in chunks, the parametric plot between two minimizers, 1-D and
   2-D slices with their quadratic model.
+* :mod:`~minisgd.curvature.operators`: the Hessian, Gauss-Newton, residual, Fisher (exact and Monte Carlo),
+  empirical Fisher, KFAC and EKFAC as SciPy ``LinearOperator`` objects on the exact products.
+* :mod:`~minisgd.curvature.estimators`: trace and diagonal estimators on any operator (Hutchinson, Hutch++, XTrace,
+  XDiag), each with its stated error.
 """
 from .eigen import (Spectrum, exact_spectrum, hessian_spectrum, hessian_trace, hutchinson_trace, lanczos,
                     layer_spectra, spectral_density, top_eigenvalues)

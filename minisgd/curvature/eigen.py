@@ -19,6 +19,9 @@ import numpy as np
 from ..backend import available_memory, device_of, namespace, to_numpy
 from ..core.hessian import PARTS, hessian_memory_bytes
 from ..errors import ConvergenceError
+from .estimators import Estimate
+from .estimators.hutchinson import hutchinson_trace as _hutchinson_trace
+from .operators import Hessian
 
 METHODS = ("auto", "exact", "lanczos")
 WHICH = ("largest", "smallest")
@@ -29,7 +32,7 @@ class Spectrum:
     """Eigenvalues ``values: (k,)`` (and ``vectors: (P, k)`` on request) and how they were obtained.
 
     method: "exact" (dense eigh) or "lanczos"; iterations: Lanczos steps (HVPs), 0 for exact;
-    residuals: ``(k,)`` bounds on ``|H v - lambda v|`` (exact: computed; Lanczos: beta_m |s_m|).
+    residuals: ``(k,)`` bounds on ``|H v - lambda v|`` (exact: computed; Lanczos: ``beta_m |s_m|``).
     """
 
     values: np.ndarray
@@ -135,7 +138,8 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
 
     ``method="auto"`` forms the Hessian when it and ``eigh``'s work space (about twice the matrix) fit in
     memory, else runs Lanczos on ``net.hvp_operator``; ``Spectrum.method`` says which was used. ``part`` takes the
-    spectrum of the Hessian (``"full"``), its Gauss-Newton part or its residual (exact route only).
+    spectrum of the Hessian (``"full"``), its Gauss-Newton part G (Lanczos on ``net.gauss_newton_vp_operator``) or
+    its residual H - G (Lanczos on the difference of the two products).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -151,12 +155,22 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
         H = {"full": net.hessian, "gauss_newton": net.gauss_newton, "residual": net.residual}[part](
             theta, X, y, max_memory=max_memory)
         return exact_spectrum(H, k, which, return_vectors)
-    if k is None or part != "full":
-        raise ValueError("the whole spectrum (k=None) and the Gauss-Newton or residual parts need method='exact' "
-                         "(Lanczos here runs on Hessian-vector products of the full Hessian)")
+    if k is None:
+        raise ValueError("the whole spectrum (k=None) needs method='exact' (Lanczos finds the extreme eigenvalues)")
     q0 = np.random.default_rng(seed).standard_normal(net.num_params)
     q0 = xp.asarray(q0, dtype=theta.dtype, device=device_of(theta))
-    return lanczos(net.hvp_operator(theta, X, y), q0, k, which, max_iter, tol, return_vectors)
+    return lanczos(_part_product(net, theta, X, y, part), q0, k, which, max_iter, tol, return_vectors)
+
+
+def _part_product(net, theta, X, y, part):
+    """``v -> H v``, ``G v`` or ``(H - G) v`` for ``part`` "full", "gauss_newton" or "residual", inputs checked once."""
+    if part == "full":
+        return net.hvp_operator(theta, X, y)
+    gvp = net.gauss_newton_vp_operator(theta, X, y)
+    if part == "gauss_newton":
+        return gvp
+    hvp = net.hvp_operator(theta, X, y)
+    return lambda v: hvp(v) - gvp(v)
 
 
 def top_eigenvalues(net, theta, X, y, k=1, seed=0, tol=1e-6, max_iter=None):
@@ -215,29 +229,11 @@ def hessian_trace(net, theta, X, y):
     return float(namespace(theta).sum(net.hessian_diagonal(theta, X, y)))
 
 
-@dataclass
-class Estimate:
-    """A Monte-Carlo or over-subsets estimate: ``mean``, its standard error or spread, and the samples."""
-
-    mean: float
-    stderr: float
-    samples: np.ndarray
-
-
 def hutchinson_trace(net, theta, X, y, num_probes=64, batch=16, seed=0):
     r"""Hutchinson's estimator :math:`\mathrm{tr} H = \mathbb E[v^T H v]`, Rademacher :math:`v`, with its
-    standard error :math:`\mathrm{sd}(v^T H v)/\sqrt{n}`. The probes go ``batch`` at a time through one HVP."""
-    xp = namespace(theta)
-    rng = np.random.default_rng(seed)
-    samples = []
-    for start in range(0, num_probes, batch):
-        k = min(batch, num_probes - start)
-        V = xp.asarray(rng.choice([-1.0, 1.0], size=(net.num_params, k)), dtype=theta.dtype,
-                       device=device_of(theta))
-        samples.append(to_numpy(xp.sum(V * net.hvp(theta, X, y, V), axis=0)))
-    samples = np.concatenate(samples)
-    stderr = samples.std(ddof=1) / np.sqrt(samples.size) if samples.size > 1 else float("inf")
-    return Estimate(float(samples.mean()), float(stderr), samples)
+    standard error; the probes go ``batch`` at a time through one HVP
+    (:func:`minisgd.curvature.estimators.hutchinson_trace` on the Hessian operator)."""
+    return _hutchinson_trace(Hessian(net, theta, X, y, max_directions=batch), num_probes, seed=seed, batch=batch)
 
 
 def layer_spectra(net, theta, X, y, k=None, max_memory=None):

@@ -280,9 +280,9 @@ def names():
 
 
 # each module builds its SCENARIO with the above
-from . import (batch_sweep, flatness_measures, keskar_mnist, noise_scaling, noise_temperature,  # noqa: E402
+from . import (approximations, batch_sweep, flatness_measures, keskar_mnist, noise_scaling, noise_temperature,  # noqa: E402
                remedies, reparametrization, spectrum, stability, true_gradient)
 
 for _module in (keskar_mnist, batch_sweep, spectrum, noise_scaling, true_gradient, stability, noise_temperature,
-                remedies, reparametrization, flatness_measures):
+                remedies, reparametrization, flatness_measures, approximations):
     register(_module.SCENARIO)

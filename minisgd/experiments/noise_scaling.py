@@ -188,7 +188,7 @@ def _slope(x, y):
 
 
 def noise_slope(result, scheme="with", upto=None):
-    """Slope of log sqrt(measured |g_B - g|^2) against log m over m <= ``upto`` (default N/16: before the bend)."""
+    """Slope of ``log sqrt(measured |g_B - g|^2)`` against log m over m <= ``upto`` (default N/16: before the bend)."""
     m = result["batch_sizes"]
     keep = m <= (upto or result["num_examples"] // 16)
     return _slope(m[keep], np.sqrt(result[f"measured_{scheme}"][keep]))
@@ -208,7 +208,7 @@ def z_scores(result, scheme):
 
 
 def loss_error_slope(result, scheme):
-    """Slope of log |exact - second-order prediction| against log eta."""
+    """Slope of ``log |exact - second-order prediction|`` against ``log eta``."""
     return _slope(result["etas"], np.abs(result[f"loss_exact_{scheme}"] - result[f"loss_predicted_{scheme}"]))
 
 

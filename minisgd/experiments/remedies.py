@@ -23,8 +23,7 @@ as the small batch makes (Hoffer et al. 2017). Here each is one run per seed, fr
 * ``proximal``: B, each step ``proximal_steps`` Adam updates on the batch loss plus
   :math:`\frac{\rho}{2}\lVert\theta - \theta_t\rVert^2` (conservative training, Li et al. 2014);
 * ``noise``: B plus Gaussian noise with the covariance a batch of b has in excess of B
-(:mod:`minisgd.training.injection`),
-  for as many updates as SB makes. Per update it then has an SB step's mean and covariance, so the pair ``longer`` /
+  (:mod:`minisgd.training.injection`), for as many updates as SB makes. Per update it then has an SB step's mean and covariance, so the pair ``longer`` /
   ``noise`` (the same updates, without and with the noise) isolates what the noise does.
 
 Measures: train and test accuracy and loss on the full splits; the top Hessian eigenvalue (Lanczos) and Keskar's

@@ -13,7 +13,7 @@ What is measured (Sagun et al. 2017, Papyan 2019 for the outliers; Keskar et al.
   "class-mean" block, and Papyan's decomposition predicts about K - 1 outliers here);
 * **Gauss-Newton against residual**: the top of the spectrum is G's; R is small and indefinite;
 * **the negative eigenvalues**: how many (below -1e-10 lambda_max, i.e. beyond rounding) and their mass
-  sum |lambda_-| / sum |lambda|: they come from R alone, since G is positive semi-definite;
+  ``sum |lambda_-| / sum |lambda|``: they come from R alone, since G is positive semi-definite;
 * **SB against LB**: lambda_max, the trace and the outliers' share of it.
 
 The model: a stratified subset of 10,000 training images, average-pooled to 7x7 = 49 pixels in [0, 1], and a

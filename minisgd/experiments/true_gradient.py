@@ -140,7 +140,7 @@ def run_point(point):
 
 
 def distance_slope(result):
-    """Slope of log sqrt(mean |g_N - grad L|^2) against log N (theory: -1/2)."""
+    """Slope of ``log sqrt(mean |g_N - grad L|^2)`` against log N (theory: -1/2)."""
     return float(np.polyfit(np.log(result["sizes"]), 0.5 * np.log(result["measured"]), 1)[0])
 
 

@@ -14,7 +14,7 @@ from minisgd.experiments import batch_sweep, keskar_mnist, parse_overrides, spec
 def test_registry():
     assert experiments.names() == ["keskar-mnist", "batch-sweep", "spectrum", "noise-scaling", "true-gradient",
                                  "stability", "noise-temperature", "remedies", "reparametrization",
-                                 "flatness-measures"]
+                                 "flatness-measures", "approximations"]
     assert experiments.get("keskar_mnist") is keskar_mnist.SCENARIO
     with pytest.raises(KeyError, match="keskar-mnist, batch-sweep, spectrum, noise-scaling"):
         experiments.get("nope")
