@@ -19,7 +19,7 @@ import numpy as np
 from . import MLP
 from ._version import __version__
 from .core import activations
-from .errors import MinisgdError, RunFolderError
+from .errors import CorruptFileError, MinisgdError, RunFolderError
 from .testing import finite_difference_jacobian
 
 DESCRIPTION = ("Exact curvature of small neural networks, derived by hand, and the experiments of Keskar et al. "
@@ -239,7 +239,10 @@ def _run_state(folder):
     point failed) or "damaged" (some point's files do not check out), total ``None`` when the stored config no longer
     makes a grid."""
     from . import experiments, sweep
-    run = sweep.read_run(folder)
+    try:
+        run = sweep.read_run(folder)
+    except CorruptFileError:  # its config.json: `minisgd show FOLDER` names it and says what is wrong
+        return "?", "damaged", 0, None
     name, stored, records, failures = run.scenario, run.config, run.records, run.failures
     total = None
     try:

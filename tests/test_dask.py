@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -250,13 +251,34 @@ def test_sweep_on_a_tls_cluster_equals_the_serial_run_to_the_bit(tls_cluster, se
     assert_same_results(out, serial_run(1))
 
 
+def _first_bytes(address, ca, cert=None):
+    """Connect to the TLS scheduler at ``address`` trusting ``ca``, presenting ``cert`` (``(cert, key)`` files) or no
+    certificate, and return what it sends first: its bytes, or the ``ssl.SSLError`` it answers with."""
+    host, port = address[len("tls://"):].rsplit(":", 1)
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False  # Dask's certificates name no host
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                return tls.recv(16)
+        except ssl.SSLError as exc:  # at the handshake (TLS 1.2) or at the first read (TLS 1.3)
+            return exc
+
+
 def test_a_tls_cluster_refuses_clients_without_its_certificates(tls_cluster, tmp_path, capsys):
-    """A certificate of another CA, or plain TCP: the scheduler refuses the client, which runs nothing on the
-    workers; no certificate at all is refused before connecting. (The refused connections are tried in child
-    processes: a ``distributed.Client`` that fails to connect leaves its event loop thread behind, and enough of
-    those keep the next ``LocalCluster`` in this process from starting its own.)"""
+    """The scheduler itself refuses a TLS client that presents no certificate (Dask's client will not even try), a
+    certificate of another CA, or plain TCP; such a client runs nothing on the workers. minisgd refuses a tls://
+    address without certificates before connecting. (The refused Dask clients run in child processes: a
+    ``distributed.Client`` that fails to connect leaves its event loop thread behind, and enough of those keep the
+    next ``LocalCluster`` in this process from starting its own.)"""
     tls_cluster.ensure_workers(2)
     address, out = tls_cluster.address, str(tmp_path / "run")
+    security = tls_cluster.security
+    assert isinstance(_first_bytes(address, security.tls_ca_file), ssl.SSLError)
+    welcome = _first_bytes(address, security.tls_ca_file, (security.tls_client_cert, security.tls_client_key))
+    assert isinstance(welcome, bytes) and welcome  # the same connection with the certificate: Dask's handshake
 
     def refused(*options):
         proc = subprocess.run([sys.executable, "-m", "minisgd", *SWEEP, "--out", out, *options], capture_output=True,

@@ -132,12 +132,12 @@ def alive(pid):
 def test_sweep_killed_at_each_moment_loses_nothing_finished_and_resumes_to_the_same_bits(reference, tmp_path):
     """One run folder through a series of SIGKILLs, each resumed by the next run: in the middle of writing
     config.json, between point seed=1's NPZ and its JSON (a half-written point: recomputed, not trusted), with point
-    seed=2's JSON complete in its temporary file, and with results.json complete in its temporary file; then a run
-    without faults."""
+    seed=2's NPZ complete in its temporary file, then with its JSON complete in its temporary file, and with
+    results.json complete in its temporary file; then a run without faults."""
     out = tmp_path / "run"
     kept = {}
     for fault, done in [("replace:config.json", []), ("before:seed=1.json", ["seed=0"]),
-                        ("replace:seed=2.json", ["seed=0", "seed=1"]),
+                        ("replace:seed=2.npz", ["seed=0", "seed=1"]), ("replace:seed=2.json", ["seed=0", "seed=1"]),
                         ("replace:results.json", ["seed=0", "seed=1", "seed=2", "seed=3"])]:
         rc, err = run_child(*sweep_args(out), FAULT=fault)
         assert rc == -signal.SIGKILL, err

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from minisgd import sweep
 from minisgd.training.checkpoint import ConfigMismatchError
 from minisgd.experiments import Scenario, at_least
+from support import plant_object_array
 
 CALLS = []  # the points run in this process (serial executor)
 STOP = {"seed": None}  # this seed raises KeyboardInterrupt (a sweep stopped by the user), in this process
@@ -249,19 +250,6 @@ def _swap_npz(path):
     path.with_suffix(".npz").write_bytes((path.parent / "seed=1.npz").read_bytes())
 
 
-def _object_array(path):
-    """A NPZ holding a pickled object, with the point's checksums made to match: only the NPZ reader stops it."""
-    from minisgd.training.storage import seal
-    import hashlib
-    import io
-    buffer = io.BytesIO()
-    np.savez(buffer, curve=np.array([{"boom": 1}], dtype=object))
-    path.with_suffix(".npz").write_bytes(buffer.getvalue())
-    record = json.loads(path.read_text())
-    record["npz_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
-    path.write_text(json.dumps(seal({k: v for k, v in record.items() if k != "json_sha256"})))
-
-
 def _huge(path):
     with open(path, "wb") as fh:
         fh.truncate(1 << 30)  # sparse: a gigabyte that is never read
@@ -279,7 +267,7 @@ DAMAGES = {  # how point seed=2 is damaged -> what the error says
     "written before checksums": (lambda p: p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items()
                                                                     if k not in ("json_sha256", "npz_sha256")})),
                                  "no json_sha256 checksum"),
-    "object array": (_object_array, "holds Python objects"),
+    "object array": (plant_object_array, "holds Python objects"),
     "a gigabyte of JSON": (_huge, "1,073,741,824 bytes, more than a point file may hold"),
 }
 

@@ -188,8 +188,8 @@ def load_state(folder, name="checkpoint"):
         ("config is not an object", not isinstance(meta.get("config", {}), dict)),
         ("fingerprint is not an object", not isinstance(meta.get("fingerprint", {}), dict))) if bad]
     if malformed:
-        raise CheckpointError(f"malformed checkpoint in {folder}: {'; '.join(malformed)}; it was not written by "
-                              "minisgd.training.train, or was edited")
+        raise CheckpointError(f"malformed checkpoint manifest {manifest_path(folder, name)}: {'; '.join(malformed)}; "
+                              "it was not written by minisgd.training.train, or was edited")
     try:
         opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
         opt_state["step"] = meta["opt_step"]
@@ -197,8 +197,8 @@ def load_state(folder, name="checkpoint"):
         return {"theta": arrays["theta"], "opt_state": opt_state, "counters": counters, "history": history,
                 "meta": meta}
     except KeyError as exc:
-        raise CheckpointError(f"incomplete checkpoint in {folder}: {exc} is missing; it was not written by "
-                              "minisgd.training.train") from None
+        raise CheckpointError(f"incomplete checkpoint {manifest_path(folder, name)}: its arrays lack {exc}; it was not "
+                              "written by minisgd.training.train") from None
 
 
 def check_compatible(folder, stored, now, may_change=()):

@@ -300,7 +300,8 @@ def _counters(folder, stored):
     try:
         return _Counters(**stored)
     except TypeError as exc:  # a key this trainer does not know
-        raise CheckpointError(f"malformed checkpoint in {folder}: its counters do not fit ({exc})") from None
+        raise CheckpointError(f"malformed checkpoint manifest {ckpt.manifest_path(folder)}: its counters do not fit "
+                              f"({exc})") from None
 
 
 def _restore(folder, cfg, fingerprint, theta0):

@@ -176,9 +176,10 @@ def test_malformed_manifest_is_a_checkpoint_error(tmp_path, edit, match):
     out = tmp_path / "run"
     train(net, theta, data, TrainConfig(lr=0.1, batch_size=8, max_steps=6, out=str(out)), progress=False)
     _reseal(out, edit)
-    with pytest.raises(ckpt.CheckpointError, match=match):
+    with pytest.raises(ckpt.CheckpointError, match=match) as error:
         train(net, theta, data, TrainConfig(lr=0.1, batch_size=8, max_steps=9, out=str(out)), resume=True,
               progress=False)
+    assert str(out / "checkpoint.json") in str(error.value) and "\n" not in str(error.value)  # one line, the file
 
 
 def test_oversized_manifest_and_arrays_are_refused_unread(tmp_path, monkeypatch):
