@@ -335,6 +335,22 @@ def test_a_second_sweep_is_refused_while_the_folder_is_in_use(tmp_path):
     assert not (tmp_path / "points").exists()
 
 
+def test_temporaries_of_killed_writes_are_removed_when_the_folder_is_taken(tmp_path):
+    """What a writer killed mid-write leaves (``.NAME.tmp-PID``, as large as the file it was writing) in the run
+    folder, points/, points/damaged/ and figures/ is removed by the next sweep; nothing else is."""
+    sweep.run_sweep(TOY, ToyConfig(), tmp_path)
+    assert (tmp_path / "figures").is_dir()
+    (tmp_path / "points" / "damaged").mkdir()
+    stale = [tmp_path / ".results.npz.tmp-41", tmp_path / "points" / ".seed=0.npz.tmp-42",
+             tmp_path / "points" / "damaged" / ".seed=1.reason.json.tmp-43", tmp_path / "figures" / ".toy.png.tmp-44"]
+    kept = [tmp_path / ".notes", tmp_path / "points" / "seed=0.tmp-45", tmp_path / "figures" / ".toy.png.tmp-x"]
+    for path in stale + kept:
+        path.write_bytes(b"x" * 100)
+    report = sweep.run_sweep(TOY, ToyConfig(), tmp_path)
+    assert report.ok and report.computed == 0
+    assert [p for p in stale if p.exists()] == [] and all(p.read_bytes() == b"x" * 100 for p in kept)
+
+
 # ---- disk full, read-only ----------------------------------------------------------------------------------------
 
 def _refuse_writes(monkeypatch, code, refuse):
