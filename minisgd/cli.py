@@ -28,7 +28,7 @@ EPILOG = """examples:
   minisgd run keskar-mnist --quick      the main experiment, small version (about a minute; downloads MNIST once)
   minisgd list                          every experiment, one line each
   minisgd run spectrum --set help       the config keys of an experiment, with their defaults
-  minisgd show runs                     the run folders in runs/, each finished, partial or failed
+  minisgd show runs                     the run folders in runs/, each finished, partial, failed or damaged
   minisgd demo                          an exact Hessian checked against finite differences (no data needed)
 
 MNIST is read from $MINISGD_DATA/mnist/ (MINISGD_DATA names the folder that contains mnist/), else from the user
@@ -343,7 +343,8 @@ def main(argv=None):
 
     p = sub.add_parser("show", parents=[debug], help="the summary of a run folder, or the runs in a folder",
                        description="The summary of a run folder; for a folder of run folders (e.g. runs), each run "
-                       "with its state: finished, partial (stopped; the same `minisgd run` resumes it) or failed.")
+                       "with its state: finished, partial (stopped; the same `minisgd run` resumes it), failed, or "
+                       "damaged (a file does not check out: `minisgd show` on that run names it).")
     p.add_argument("run_dir", metavar="DIR", help="a run folder, or a folder of them")
     p.set_defaults(func=show_run)
 
