@@ -9,9 +9,10 @@ Mirrors are tried HTTPS first (in their given order), then the others. A plain-H
 file's SHA-256 is known: anyone on the path can change what it serves, and the checksum is what catches that; without
 one, ``http://`` mirrors are skipped (the error lists them).
 
-What is checked, per attempt: the HTTP status; the byte count against ``Content-Length``; for a gzip file,
-that the stream decodes to its end (CRC included); the SHA-256 of the decompressed payload (and of the file
-itself where that sum is known). A failure that may be transient (a connection error, a timeout, a cut
+What is checked, per attempt: the HTTP status; the byte count against ``Content-Length``; the size, file and
+payload each at most :data:`~minisgd.data.idx.MAX_IDX_BYTES` (a mirror that sends more, or a gzip that inflates to
+more, is stopped there: it cannot fill the disk); for a gzip file, that the stream decodes to its end (CRC
+included); the SHA-256 of the decompressed payload (and of the file itself where that sum is known). A failure that may be transient (a connection error, a timeout, a cut
 transfer, a 5xx) is retried on the same mirror after ``backoff * 2**attempt`` seconds; one that will not
 change (a 404, a checksum mismatch) moves on to the next mirror at once.
 """
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError, DownloadError
+from . import idx
 
 __all__ = ["download_file", "progress_enabled"]
 
@@ -83,7 +85,7 @@ def _fetch_once(
     payload_hash = hashlib.sha256()
     # wbits=31: gzip container; decompressing as we go lets us hash the payload without a second pass.
     inflater = zlib.decompressobj(wbits=31) if gzip_payload else None
-    received = 0
+    received = inflated = 0
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
@@ -99,13 +101,21 @@ def _fetch_once(
                 if not chunk:
                     break
                 received += len(chunk)
+                if received > idx.MAX_IDX_BYTES:
+                    raise _Permanent(f"sends more than {idx.MAX_IDX_BYTES:,} bytes, more than a data file may hold "
+                                     "here")
                 tmp.write(chunk)
                 file_hash.update(chunk)
                 if inflater is not None:
                     try:
-                        payload_hash.update(inflater.decompress(chunk))
+                        payload = inflater.decompress(chunk)
                     except zlib.error as exc:
                         raise _Permanent(f"corrupted: the gzip stream does not decode ({exc})") from exc
+                    inflated += len(payload)
+                    if inflated > idx.MAX_IDX_BYTES:
+                        raise _Permanent(f"decompresses to more than {idx.MAX_IDX_BYTES:,} bytes, more than a data "
+                                         "file may hold here")
+                    payload_hash.update(payload)
                 bar.update(len(chunk))
         finally:
             bar.close()

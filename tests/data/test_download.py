@@ -175,3 +175,16 @@ def test_https_mirrors_come_first_and_plain_http_needs_a_checksum(served, tmp_pa
         download_file([url + f"{LABELS}.gz"], dest, backoff=0, progress=False)
     assert not dest.exists() and len(tried) == 1 and len(server.requests) == 1  # never asked
     assert error.value.errors[0][0] == url + f"{LABELS}.gz"
+
+
+@pytest.mark.parametrize("limit, says", [(10_000, "sends more than 10,000 bytes"),
+                                         (40_000, "decompresses to more than 40,000 bytes")])
+def test_a_mirror_that_sends_too_much_is_stopped_there(served, tmp_path, http_server, monkeypatch, limit, says):
+    """The labels' .gz is 28,857 bytes and inflates to 60,008: under a lower limit the transfer, or the inflating,
+    stops where it passes the limit, the mirror is not asked again, and nothing is kept."""
+    import minisgd.data.idx as idx
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", limit)
+    url, server = http_server(served)
+    dest = tmp_path / "out" / f"{LABELS}.gz"
+    _expect_rejected(url, dest, says, retries=3)
+    assert len(server.requests) == 1 and leftovers(dest.parent) == []
