@@ -19,7 +19,7 @@ import numpy as np
 from . import MLP
 from ._version import __version__
 from .core import activations
-from .errors import MinisgdError, RunFolderError
+from .errors import CorruptFileError, MinisgdError, RunFolderError
 from .testing import finite_difference_jacobian
 
 DESCRIPTION = ("Exact curvature of small neural networks, derived by hand, and the experiments of Keskar et al. "
@@ -28,7 +28,7 @@ EPILOG = """examples:
   minisgd run keskar-mnist --quick      the main experiment, small version (about a minute; downloads MNIST once)
   minisgd list                          every experiment, one line each
   minisgd run spectrum --set help       the config keys of an experiment, with their defaults
-  minisgd show runs                     the run folders in runs/, each finished, partial or failed
+  minisgd show runs                     the run folders in runs/, each finished, partial, failed or damaged
   minisgd demo                          an exact Hessian checked against finite differences (no data needed)
 
 MNIST is read from $MINISGD_DATA/mnist/ (MINISGD_DATA names the folder that contains mnist/), else from the user
@@ -135,7 +135,9 @@ def _executor(args):
     workers and dashboard are announced here)."""
     from . import sweep
     if args.scheduler:
-        with sweep.dask_client(args.scheduler) as client:
+        tls = (args.tls_ca, args.tls_cert, args.tls_key)
+        security = sweep.tls_security(*tls) if any(tls) else None
+        with sweep.dask_client(args.scheduler, security=security) as client:
             info = client.scheduler_info()
             workers = len(info.get("workers", {}))
             wait = "" if workers else "; the points wait until a worker connects"
@@ -215,10 +217,10 @@ def run_scenario(args):
         with _executor(args) as executor:
             report = sweep.run_sweep(scenario, config, out, executor=executor, progress=args.progress,
                                      on_failure=_failure_printer(out, debugging(args)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"\nstopped; the finished points are in {out}/points: run the same command to resume",
               file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     print(report.summary)
     if args.plots and report.figures:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
@@ -233,10 +235,15 @@ def run_scenario(args):
 
 
 def _run_state(folder):
-    """``(scenario, state, finished, total)`` of a run folder; state is "finished", "partial" or "failed" (some
-    point failed), total ``None`` when the stored config no longer makes a grid."""
+    """``(scenario, state, finished, total)`` of a run folder; state is "finished", "partial", "failed" (some
+    point failed) or "damaged" (some point's files do not check out), total ``None`` when the stored config no longer
+    makes a grid."""
     from . import experiments, sweep
-    name, stored, records, failures = sweep.load_sweep(folder)
+    try:
+        run = sweep.read_run(folder)
+    except CorruptFileError:  # its config.json: `minisgd show FOLDER` names it and says what is wrong
+        return "?", "damaged", 0, None
+    name, stored, records, failures = run.scenario, run.config, run.records, run.failures
     total = None
     try:
         sc = experiments.get(name)
@@ -244,13 +251,15 @@ def _run_state(folder):
         total = len(sc.grid(sc.config(**{k: tuple(v) if isinstance(v, list) else v for k, v in hints.items()})))
     except (KeyError, ValueError, TypeError):
         pass
-    state = "failed" if failures else "finished" if total is not None and len(records) >= total else "partial"
+    state = "damaged" if run.damaged else "failed" if failures else \
+        "finished" if total is not None and len(records) >= total else "partial"
     return name, state, len(records), total
 
 
 def show_run(args):
     """``minisgd show DIR``: the summary of a run folder, or the run folders inside DIR with their state."""
     from . import sweep
+    from .training.storage import read_bytes
     out = Path(args.run_dir)
     if not out.is_dir():
         return _error(f"{out} is not a folder; give a run folder (--out of `minisgd run`) or a folder of them, "
@@ -268,15 +277,19 @@ def show_run(args):
               "resumes a partial one or retries failed points")
         return 0
     summary = out / "summary.md"
-    name, _config, records, failures = sweep.load_sweep(out)
-    if summary.is_file():
-        print(summary.read_text())
-        return 0
-    print(f"{out}: scenario {name}, {len(records)} points finished, {len(failures)} failed, no summary yet "
-          f"(run the same `minisgd run` command again to finish it)")
-    for f in failures:
-        print(f"  failed: {f['key']}: {f['error']}")
-    return 0
+    run = sweep.read_run(out)
+    text = read_bytes(summary, 64 << 20, "summary").decode(errors="replace") if summary.exists() else None
+    if text is not None:
+        print(text)
+    else:
+        print(f"{out}: scenario {run.scenario}, {len(run.records)} points finished, {len(run.failures)} failed, no "
+              "summary yet (run the same `minisgd run` command again to finish it)")
+        for f in run.failures:
+            print(f"  failed: {f.get('key')}: {f.get('error')}")
+    for d in run.damaged:
+        print(f"damaged point {d['key']}: {d['reason']}; the next `minisgd run` into {out} moves it to "
+              "points/damaged/ and computes it again")
+    return 1 if run.damaged else 0
 
 
 def run_script(path, argv=None):
@@ -312,8 +325,13 @@ def main(argv=None):
     p.add_argument("--device", choices=("cpu", "gpu"), help="where to compute (default cpu; gpu needs CuPy)")
     p.add_argument("--jobs", type=int, default=1, help="points computed at once, each in its own process "
                    "(default 1; on a 2-core machine, 2)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="compute the points on Dask: tcp://HOST:PORT of a running "
-                   "scheduler, or local:N for N worker processes here (needs pip install 'minisgd[dist]')")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="compute the points on Dask: tls://HOST:PORT (or tcp:// on "
+                   "a trusted network) of a running scheduler, or local:N for N worker processes here (needs pip "
+                   "install 'minisgd[dist]')")
+    for name, what in (("ca", "the CA certificate that signed the cluster's"), ("cert", "this client's certificate"),
+                       ("key", "this client's private key")):
+        p.add_argument(f"--tls-{name}", metavar="PEM", help=f"for a tls:// scheduler: {what} (default: Dask's "
+                       "distributed.comm.tls configuration)")
     p.add_argument("--out", metavar="DIR", help="the run folder (default runs/NAME, or runs/NAME-quick)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", action="extend",
                    help="change config values, e.g. --set epochs=40 hidden=256,256 n_train=none; "
@@ -325,7 +343,8 @@ def main(argv=None):
 
     p = sub.add_parser("show", parents=[debug], help="the summary of a run folder, or the runs in a folder",
                        description="The summary of a run folder; for a folder of run folders (e.g. runs), each run "
-                       "with its state: finished, partial (stopped; the same `minisgd run` resumes it) or failed.")
+                       "with its state: finished, partial (stopped; the same `minisgd run` resumes it), failed, or "
+                       "damaged (a file does not check out: `minisgd show` on that run names it).")
     p.add_argument("run_dir", metavar="DIR", help="a run folder, or a folder of them")
     p.set_defaults(func=show_run)
 

@@ -11,6 +11,7 @@ so a bad call costs nothing.
     │   └── ConfigMismatchError                                     resuming with another config, network or data
     ├── DataError                                     (ValueError)  a data file or argument that cannot be used
     │   ├── ChecksumError                                           a file whose SHA-256 is not the known one
+    │   ├── CorruptFileError                                        a stored file damaged, too large or not ours
     │   └── DownloadError                              (OSError)    every mirror failed
     ├── UnsupportedModelError                         (ValueError)  a model brought in that minisgd cannot represent
     ├── HessianTooLargeError                          (MemoryError) a dense (P, P) that would not fit
@@ -19,6 +20,8 @@ so a bad call costs nothing.
     ├── ClusterError                                  (RuntimeError) a Dask cluster that cannot be used
     ├── CheckpointError                               (RuntimeError) a checkpoint missing, damaged or not ours
     ├── RunFolderError                                (OSError)     a run folder that cannot be written (a file, read-only)
+    ├── FolderInUseError                              (RuntimeError) another process writes that folder (its PID)
+    ├── StorageError                                  (OSError)     disk full or read-only: the file and bytes needed
     ├── DivergenceError                               (RuntimeError) training's loss blew up (carries the last good state)
     └── ConvergenceError                              (RuntimeError) Lanczos missed its tolerance (carries the partial result)
 
@@ -57,6 +60,11 @@ class DataError(MinisgdError, ValueError):
 
 class ChecksumError(DataError):
     """A file's SHA-256 (of its decompressed payload, or of the file itself) is not the known one."""
+
+
+class CorruptFileError(DataError):
+    """A file read from a run folder, a checkpoint or a data folder that is truncated, modified, larger than such a
+    file may be, or not what minisgd writes; the message names the file."""
 
 
 class DownloadError(DataError, OSError):
@@ -98,6 +106,23 @@ class CheckpointError(MinisgdError, RuntimeError):
 
 class RunFolderError(MinisgdError, OSError):
     """A run folder (``--out``) that is a file, lies under a file, or cannot be written to."""
+
+    def __str__(self):  # OSError's own __str__ would print the args tuple
+        return str(self.args[0]) if self.args else ""
+
+
+class FolderInUseError(MinisgdError, RuntimeError):
+    """Another process holds the lock of the run folder or checkpoint folder this one was to write; the message
+    names its PID."""
+
+
+class StorageError(MinisgdError, OSError):
+    """A write the file system refused for lack of room (disk full, quota, file size limit) or of permission
+    (read-only). ``errno`` is the system's code, ``path`` the file or folder, ``needed`` the bytes it needed."""
+
+    def __init__(self, message, *, errno=None, path=None, needed=0):
+        super().__init__(message)
+        self.errno, self.path, self.needed = errno, path, needed
 
     def __str__(self):  # OSError's own __str__ would print the args tuple
         return str(self.args[0]) if self.args else ""

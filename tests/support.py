@@ -4,9 +4,13 @@ MNIST is found where the library looks for it: ``$MINISGD_DATA`` when set, else 
 ``minisgd run`` downloads into (:func:`minisgd.data.data_home`), else ``../shared/data`` beside the checkout (this
 project's machines). Tests that need it skip, saying where they looked, only when none holds the four files.
 """
+import hashlib
+import io
+import json
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minisgd.data.mnist import MNIST_FILES, data_home
@@ -129,3 +133,18 @@ class HostCopies:
                 self.count += 1
             return method(array, *args, **kwargs)
         return counted
+
+
+def plant_object_array(point_json):
+    """Replace the arrays of the stored point ``point_json`` (its ``.json``) by an NPZ holding a pickled Python object,
+    with the point's checksums made to match, as someone crafting a run folder would: only the NPZ reader can stop it.
+    Returns the NPZ's path."""
+    from minisgd.training.storage import seal
+    buffer = io.BytesIO()
+    np.savez(buffer, curve=np.array([{"boom": 1}], dtype=object))
+    npz = Path(point_json).with_suffix(".npz")
+    npz.write_bytes(buffer.getvalue())
+    record = json.loads(Path(point_json).read_text())
+    record["npz_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
+    Path(point_json).write_text(json.dumps(seal({k: v for k, v in record.items() if k != "json_sha256"})))
+    return npz

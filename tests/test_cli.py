@@ -3,6 +3,7 @@ scenarios/. The runs use the spectrum scenario shrunk with --set so that each ta
 (a config value, the run folder, the data) is one line on stderr and exit code 2, before any point runs."""
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from minisgd import experiments, sweep
 from minisgd._version import __version__
 from minisgd.cli import main
 from minisgd.errors import ConfigError
-from support import DATA_ROOT, needs_mnist
+from support import DATA_ROOT, needs_mnist, plant_object_array
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--seeds", "1", "--set", "classes=3", "n_train=600", "hidden=8", "epochs=5"]  # a spectrum run of seconds
@@ -283,3 +284,39 @@ def test_a_failed_point_is_one_line_without_debug(capsys, tmp_path):
     assert err == [f"point seed=0 failed: RuntimeError: boom (traceback in {tmp_path / 'points' / 'seed=0.failed.json'})"]
     cli._failure_printer(tmp_path, debug=True)(failure)
     assert "Traceback" in capsys.readouterr().err
+
+
+# ---- untrusted files: each refused in one line that names it -----------------------------------------------------
+
+def test_crafted_files_are_refused_in_one_line_naming_the_file(capsys, tmp_path, monkeypatch):
+    """Files crafted against their reader, read as a user reads them: a point's NPZ holding a pickled object (its
+    checksums made to match), a config.json of a gigabyte (sparse: never read), MNIST files whose IDX header claims
+    10^12 pixels. Each is one line naming the file; nothing is unpickled, read or allocated. (A crafted checkpoint
+    manifest: tests/training/test_checkpoint.py.)"""
+    runs = tmp_path / "runs"
+    _stored_run(runs / "objects", done=2)
+    npz = plant_object_array(runs / "objects" / "points" / "seed=0.json")
+    assert main(["show", str(runs / "objects")]) == 1
+    damaged = [line for line in capsys.readouterr().out.splitlines() if "damaged" in line]
+    assert len(damaged) == 1 and damaged[0].startswith(f"damaged point seed=0: {npz}: not a readable NPZ")
+    assert "holds Python objects" in damaged[0]
+
+    _stored_run(runs / "huge", done=1)
+    with open(runs / "huge" / "config.json", "wb") as fh:
+        fh.truncate(1 << 30)
+    _fails_clearly(capsys, ["show", str(runs / "huge")], str(runs / "huge" / "config.json"),
+                   "1,073,741,824 bytes, more than a run folder's config may hold")
+    assert main(["show", str(runs)]) == 0  # the folder of runs lists each, the damaged ones as such
+    rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[:2]]
+    assert rows == [["huge", "?", "damaged", "0/?", "points"], ["objects", "spectrum", "damaged", "1/2", "points"]]
+
+    data = tmp_path / "data" / "mnist"
+    data.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (data / stem).write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 10 ** 6, 1000, 1000))
+    monkeypatch.setenv("MINISGD_DATA", str(data.parent))
+    monkeypatch.setenv("MINISGD_OFFLINE", "1")
+    _fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")],
+                   f"{data / 'train-images-idx3-ubyte'}: truncated: the header says shape (1000000, 1000, 1000) "
+                   "(1000000000000 bytes of data) but only 0 bytes follow")

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -62,11 +63,17 @@ class Cluster:
     """A `dask scheduler` and `dask worker` processes on 127.0.0.1, one thread and one BLAS thread per worker, no
     nanny (a worker killed stays dead, as when its machine is lost)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, tls=None):
+        """tls: ``{"ca": path, "cert": path, "key": path}`` for a cluster that speaks TLS only, with these files."""
         self.folder, self.workers = folder, []
+        self.tls_args = [] if tls is None else ["--tls-ca-file", tls["ca"], "--tls-cert", tls["cert"],
+                                                "--tls-key", tls["key"]]
+        self.security = None if tls is None else distributed.Security(
+            tls_ca_file=tls["ca"], tls_client_cert=tls["cert"], tls_client_key=tls["key"], require_encryption=True)
         address_file = folder / "scheduler.json"
         self.scheduler = self._spawn("scheduler", "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-                                     "127.0.0.1:0", "--scheduler-file", str(address_file))
+                                     "127.0.0.1:0", "--scheduler-file", str(address_file),
+                                     *(["--protocol", "tls", *self.tls_args] if tls else []))
         deadline = time.monotonic() + 30
         while not address_file.is_file() or not address_file.read_text().strip():
             assert time.monotonic() < deadline and self.scheduler.poll() is None, self._logs()
@@ -86,8 +93,8 @@ class Cluster:
         self.workers = [w for w in self.workers if w.poll() is None]
         while len(self.workers) < count:
             self.workers.append(self._spawn("worker", self.address, "--nthreads", "1", "--no-nanny", "--host",
-                                            "127.0.0.1", "--no-dashboard"))
-        with distributed.Client(self.address, timeout=10) as client:
+                                            "127.0.0.1", "--no-dashboard", *self.tls_args))
+        with distributed.Client(self.address, timeout=10, security=self.security) as client:
             deadline = time.monotonic() + 60
             while len(client.scheduler_info()["workers"]) != count:
                 assert time.monotonic() < deadline, self._logs()
@@ -184,7 +191,8 @@ def test_local_cluster_runs_the_cli_with_one_blas_thread_share_per_worker(tmp_pa
     assert main(["run", "toy", "--out", str(tmp_path / "serial")]) == 0
     assert main(["run", "toy", "--out", str(tmp_path / "local"), "--scheduler", "local:2"]) == 0
     err = capsys.readouterr().err
-    assert "on Dask (local:2)" in err and "2 worker(s); dashboard http://" in err and "4/4 points finished" in err
+    assert "on Dask (local:2)" in err and "4/4 points finished" in err
+    assert "2 worker(s); dashboard http://127.0.0.1:" in err  # every listener on loopback, the link too
     serial, local = (json.loads((tmp_path / run / "results.json").read_text())["points"] for run in ("serial", "local"))
     assert [p["result"]["value"] for p in local] == [p["result"]["value"] for p in serial] == [0.0, 2.0, 4.0, 6.0]
     assert {p["result"]["threads"] for p in local} == {str(sweep.blas_threads(2))}
@@ -200,6 +208,114 @@ def test_a_failing_point_on_dask_is_reported_and_the_others_finish(cluster, tmp_
     assert failure["error"] == "ValueError: seed 1 is cursed" and failure["point"]["seed"] == 1
     assert "toy_run_point" in failure["traceback"]  # the worker's traceback, carried back
     assert "## Failed points" in report.summary and (tmp_path / "points" / "seed=1.failed.json").is_file()
+
+
+# ---- security -------------------------------------------------------------------------------------------------------
+
+def write_certificates(folder):
+    """A CA-signed certificate and key made by Dask (``Security.temporary()``, self-signed: it is its own CA), as
+    the PEM files ``ca.pem``, ``cert.pem``, ``key.pem`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    made = distributed.Security.temporary()
+    files = {"ca": folder / "ca.pem", "cert": folder / "cert.pem", "key": folder / "key.pem"}
+    for name, text in (("ca", made.tls_ca_file), ("cert", made.tls_client_cert), ("key", made.tls_client_key)):
+        files[name].write_text(text)
+    return {k: str(v) for k, v in files.items()}
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    c = Cluster(folder, tls=write_certificates(folder / "certs"))
+    try:
+        c.ensure_workers(2)
+        yield c
+    finally:
+        c.close()
+
+
+def tls_options(files):
+    return ["--tls-ca", files["ca"], "--tls-cert", files["cert"], "--tls-key", files["key"]]
+
+
+@needs_mnist
+def test_sweep_on_a_tls_cluster_equals_the_serial_run_to_the_bit(tls_cluster, serial_run, tmp_path, capsys,
+                                                                 offline_mnist):
+    tls_cluster.ensure_workers(2)
+    assert tls_cluster.address.startswith("tls://127.0.0.1:")
+    out = tmp_path / "tls"
+    files = {"ca": tls_cluster.security.tls_ca_file, "cert": tls_cluster.security.tls_client_cert,
+             "key": tls_cluster.security.tls_client_key}
+    assert main([*SWEEP, "--out", str(out), "--scheduler", tls_cluster.address, *tls_options(files)]) == 0
+    err = capsys.readouterr().err
+    assert f"Dask scheduler {tls_cluster.address}: 2 worker(s)" in err and f"{POINTS}/{POINTS} points finished" in err
+    assert_same_results(out, serial_run(1))
+
+
+def _first_bytes(address, ca, cert=None):
+    """Connect to the TLS scheduler at ``address`` trusting ``ca``, presenting ``cert`` (``(cert, key)`` files) or no
+    certificate, and return what it sends first: its bytes, or the ``ssl.SSLError`` it answers with."""
+    host, port = address[len("tls://"):].rsplit(":", 1)
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False  # Dask's certificates name no host
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                return tls.recv(16)
+        except ssl.SSLError as exc:  # at the handshake (TLS 1.2) or at the first read (TLS 1.3)
+            return exc
+
+
+def test_a_tls_cluster_refuses_clients_without_its_certificates(tls_cluster, tmp_path, capsys):
+    """The scheduler itself refuses a TLS client that presents no certificate (Dask's client will not even try), a
+    certificate of another CA, or plain TCP; such a client runs nothing on the workers. minisgd refuses a tls://
+    address without certificates before connecting. (The refused Dask clients run in child processes: a
+    ``distributed.Client`` that fails to connect leaves its event loop thread behind, and enough of those keep the
+    next ``LocalCluster`` in this process from starting its own.)"""
+    tls_cluster.ensure_workers(2)
+    address, out = tls_cluster.address, str(tmp_path / "run")
+    security = tls_cluster.security
+    assert isinstance(_first_bytes(address, security.tls_ca_file), ssl.SSLError)
+    welcome = _first_bytes(address, security.tls_ca_file, (security.tls_client_cert, security.tls_client_key))
+    assert isinstance(welcome, bytes) and welcome  # the same connection with the certificate: Dask's handshake
+
+    def refused(*options):
+        proc = subprocess.run([sys.executable, "-m", "minisgd", *SWEEP, "--out", out, *options], capture_output=True,
+                              text=True, env=_env(threads=1), timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        return proc.stderr
+
+    err = refused("--scheduler", address, *tls_options(write_certificates(tmp_path / "stranger")))
+    assert f"no Dask scheduler answered and accepted this client at {address} within 5 s" in err
+    assert "signed by the cluster's CA" in err
+    assert "no Dask scheduler answered at tcp://127.0.0.1:" in refused("--scheduler", address.replace("tls", "tcp"))
+    assert main([*SWEEP, "--out", out, "--scheduler", address]) == 2
+    assert "a tls:// scheduler needs the cluster's CA certificate (--tls-ca) and this client's certificate " \
+        "(--tls-cert)" in capsys.readouterr().err
+    assert main([*SWEEP, "--out", out, "--scheduler", "local:1", *tls_options(write_certificates(tmp_path / "x"))]) == 2
+    assert "TLS certificates are for a tls:// scheduler, not 'local:1'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_local_cluster_listens_on_loopback_only(tmp_path):
+    """Every listening socket of ``local:N`` (scheduler, nannies and dashboard in this process; the workers in
+    theirs) is bound to 127.0.0.1, and the dashboard link says so."""
+    import psutil
+
+    def listening(pid):
+        process = psutil.Process(pid)
+        connections = getattr(process, "net_connections", process.connections)("inet")
+        return [c.laddr for c in connections if c.status == psutil.CONN_LISTEN]
+
+    with sweep.dask_client("local:2") as client:
+        pids = {os.getpid(), *client.run(os.getpid).values()}
+        sockets = [address for pid in pids for address in listening(pid)]
+        link = client.dashboard_link
+    assert len(pids) == 3 and len(sockets) >= 4  # scheduler, dashboard, and at least one listener a worker
+    assert {a.ip for a in sockets} == {"127.0.0.1"}, sockets
+    assert link.startswith("http://127.0.0.1:")
 
 
 # ---- faults --------------------------------------------------------------------------------------------------------

@@ -5,9 +5,14 @@ folder and moved into place with :func:`os.replace` only after it has been check
 half-written or unverified file, and a failed download leaves nothing behind: only a process killed mid-transfer can
 leave a hidden ``.<name>.*.part`` file, which nothing reads.
 
-What is checked, per attempt: the HTTP status; the byte count against ``Content-Length``; for a gzip file,
-that the stream decodes to its end (CRC included); the SHA-256 of the decompressed payload (and of the file
-itself where that sum is known). A failure that may be transient (a connection error, a timeout, a cut
+Mirrors are tried HTTPS first (in their given order), then the others. A plain-HTTP mirror is used only when the
+file's SHA-256 is known: anyone on the path can change what it serves, and the checksum is what catches that; without
+one, ``http://`` mirrors are skipped (the error lists them).
+
+What is checked, per attempt: the HTTP status; the byte count against ``Content-Length``; the size, file and
+payload each at most :data:`~minisgd.data.idx.MAX_IDX_BYTES` (a mirror that sends more, or a gzip that inflates to
+more, is stopped there: it cannot fill the disk); for a gzip file, that the stream decodes to its end (CRC
+included); the SHA-256 of the decompressed payload (and of the file itself where that sum is known). A failure that may be transient (a connection error, a timeout, a cut
 transfer, a 5xx) is retried on the same mirror after ``backoff * 2**attempt`` seconds; one that will not
 change (a 404, a checksum mismatch) moves on to the next mirror at once.
 """
@@ -28,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import DataError, DownloadError
+from . import idx
 
 __all__ = ["download_file", "progress_enabled"]
 
@@ -79,7 +85,7 @@ def _fetch_once(
     payload_hash = hashlib.sha256()
     # wbits=31: gzip container; decompressing as we go lets us hash the payload without a second pass.
     inflater = zlib.decompressobj(wbits=31) if gzip_payload else None
-    received = 0
+    received = inflated = 0
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
@@ -95,13 +101,21 @@ def _fetch_once(
                 if not chunk:
                     break
                 received += len(chunk)
+                if received > idx.MAX_IDX_BYTES:
+                    raise _Permanent(f"sends more than {idx.MAX_IDX_BYTES:,} bytes, more than a data file may hold "
+                                     "here")
                 tmp.write(chunk)
                 file_hash.update(chunk)
                 if inflater is not None:
                     try:
-                        payload_hash.update(inflater.decompress(chunk))
+                        payload = inflater.decompress(chunk)
                     except zlib.error as exc:
                         raise _Permanent(f"corrupted: the gzip stream does not decode ({exc})") from exc
+                    inflated += len(payload)
+                    if inflated > idx.MAX_IDX_BYTES:
+                        raise _Permanent(f"decompresses to more than {idx.MAX_IDX_BYTES:,} bytes, more than a data "
+                                         "file may hold here")
+                    payload_hash.update(payload)
                 bar.update(len(chunk))
         finally:
             bar.close()
@@ -134,7 +148,8 @@ def download_file(
 
     Parameters
     ----------
-    urls : full URLs, tried in order (primary mirror first, then fallbacks).
+    urls : full URLs, tried in order (primary mirror first, then fallbacks), the ``https://`` ones before the
+        others; an ``http://`` one only when ``sha256`` is given.
     dest : where the file ends up; its folder is created if needed.
     sha256 : SHA-256 of the *decompressed* payload when ``dest`` ends in ``.gz``, else of the file.
         ``None`` skips the check (only the transfer and, for gzip, the stream's own CRC are checked).
@@ -159,7 +174,10 @@ def download_file(
     gzip_payload = dest.name.endswith(".gz")
     show = progress_enabled(progress)
     errors: list[tuple[str, str]] = []
-    for url in urls:
+    for url in sorted(urls, key=lambda u: not u.lower().startswith("https://")):  # stable: given order otherwise
+        if url.lower().startswith("http://") and sha256 is None:
+            errors.append((url, "skipped: plain HTTP without a known SHA-256 to check the file against"))
+            continue
         for attempt in range(retries):
             if attempt:
                 time.sleep(backoff * 2 ** (attempt - 1))
@@ -193,12 +211,13 @@ def download_file(
     reasons = "; ".join(f"{u}: {r}" + (f" ({n} attempts)" if (n := sum(e[0] == u for e in errors)) > 1 else "")
                         for u, r in last.items())
     any_checksum = any("checksum" in r or "corrupted" in r for _, r in errors)
-    hint = (
-        "A mirror served a file that is not the known one; try another mirror (mirrors=[...] or "
-        "MINISGD_MNIST_MIRRORS)"
-        if any_checksum
-        else f"Check the network, or put the files in {dest.parent} by hand"
-    )
+    if any_checksum:
+        hint = ("A mirror served a file that is not the known one; try another mirror (mirrors=[...] or "
+                "MINISGD_MNIST_MIRRORS)")
+    elif all(r.startswith("skipped: plain HTTP") for _, r in errors):
+        hint = "Give an https:// mirror, or the file's SHA-256 so that a plain-HTTP one can be checked"
+    else:
+        hint = f"Check the network, or put the files in {dest.parent} by hand"
     raise DownloadError(
         f"{dest}: download failed from every mirror ({reasons}). {hint}, or set MINISGD_DATA to a folder that "
         f"contains a {dest.parent.name}/ folder holding them.",

@@ -6,17 +6,20 @@ big-endian. The type codes:
 
     0x08 uint8   0x09 int8   0x0B int16   0x0C int32   0x0D float32   0x0E float64
 
-A file is checked in this order, so the message names the first thing wrong: it exists; its gzip stream
-(if compressed) is complete and its CRC holds; the magic number; the header length; the payload size against
-the sizes in the header; the expected shape, if given; the SHA-256 sums, if known. Checksums are of the
-*decompressed* payload (the file as ``gunzip`` leaves it), so one sum serves the ``.gz`` and the raw file;
-a ``SHA256SUMS`` file in ``sha256sum`` format may also list the sum of the ``.gz`` itself.
+A file is checked in this order, so the message names the first thing wrong: it exists, is a regular file and
+holds at most :data:`MAX_IDX_BYTES` (checked before it is read); its gzip stream (if compressed) decompresses to at
+most :data:`MAX_IDX_BYTES` (checked as it decompresses: a small file that would inflate to gigabytes is stopped
+there), is complete and its CRC holds; the magic number; the header length; the payload size against the sizes in
+the header (computed in Python integers, before any array is made: a header claiming 10^12 elements costs
+nothing); the expected shape, if given; the SHA-256 sums, if known. Nothing in a data file is executed. Checksums
+are of the *decompressed* payload (the file as ``gunzip`` leaves it), so one sum serves the ``.gz`` and the raw
+file; a ``SHA256SUMS`` file in ``sha256sum`` format may also list the sum of the ``.gz`` itself.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import math
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -46,6 +49,8 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_IDX_BYTES = 2 << 30  # an IDX file, or its decompressed payload (the largest of EMNIST's is 0.55 GB)
+MAX_SUMS_BYTES = 1 << 20  # a SHA256SUMS file
 _FIX = "Delete it and run again to re-download it, or put a good copy there (or set MINISGD_DATA)."
 
 
@@ -54,24 +59,53 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_payload(path: str | Path) -> tuple[bytes, bytes]:
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, refused before reading when it is not a regular file or larger than ``limit``."""
+    if not path.is_file():  # missing, or a FIFO or a device that would block or never end
+        raise DataError(f"{path}: no such file. {_FIX}")
+    size = path.stat().st_size
+    if size > limit:
+        raise DataError(f"{path}: {size:,} bytes, more than a data file may hold here ({limit:,}); not read. {_FIX}")
+    with open(path, "rb") as fh:
+        return fh.read(limit + 1)
+
+
+def _gunzip(path: Path, raw: bytes, limit: int) -> bytes:
+    """The decompressed content of the gzip file ``raw`` (members one after another), at most ``limit`` bytes."""
+    out, rest = [], raw
+    size = 0
+    while rest:
+        inflater = zlib.decompressobj(wbits=31)  # one gzip member, CRC checked at its end
+        chunk = inflater.decompress(rest, limit + 1 - size)
+        size += len(chunk)
+        out.append(chunk)
+        if size > limit:
+            raise DataError(f"{path}: decompresses to more than {limit:,} bytes, more than a data file may hold "
+                            f"here; stopped there. {_FIX}")
+        if not inflater.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        rest = inflater.unused_data.lstrip(b"\0")  # gzip allows zero padding after the last member
+    return b"".join(out)
+
+
+def read_payload(path: str | Path, limit: int | None = None) -> tuple[bytes, bytes]:
     """Return ``(file_bytes, payload)``: the file as stored and its decompressed content.
 
     A file is treated as gzip when it starts with the gzip magic bytes, whatever its name, so a ``.gz`` that
-    was already decompressed by a browser still reads. Raises :class:`DataError` when the file is missing or
-    its gzip stream is cut short, :class:`ChecksumError` when the gzip CRC does not hold.
+    was already decompressed by a browser still reads. Raises :class:`DataError` when the file is missing, holds
+    or decompresses to more than ``limit`` bytes (default :data:`MAX_IDX_BYTES`), or its gzip stream is cut short,
+    :class:`ChecksumError` when the gzip stream does not decode or its CRC does not hold.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file. {_FIX}")
-    raw = path.read_bytes()
+    limit = MAX_IDX_BYTES if limit is None else limit
+    raw = _read_bounded(path, limit)
     if not raw.startswith(_GZIP_MAGIC):
         return raw, raw
     try:
-        payload = gzip.decompress(raw)
+        payload = _gunzip(path, raw, limit)
     except EOFError as exc:
         raise DataError(f"{path}: truncated: the gzip stream ends early ({len(raw)} bytes, {exc}). {_FIX}") from exc
-    except (gzip.BadGzipFile, zlib.error) as exc:
+    except zlib.error as exc:
         raise ChecksumError(f"{path}: corrupted: the gzip stream does not decode ({exc}). {_FIX}") from exc
     return raw, payload
 
@@ -95,7 +129,7 @@ def parse_idx(payload: bytes, name: str = "<bytes>") -> np.ndarray:
         raise DataError(f"{name}: truncated inside the header ({len(payload)} of {header} bytes). {_FIX}")
     shape = tuple(int(s) for s in np.frombuffer(payload, dtype=">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow however large the header's sizes
     have = len(payload) - header
     if have < expected:
         raise DataError(
@@ -129,7 +163,8 @@ def read_sha256sums(folder: str | Path) -> dict[str, dict[str, str]]:
         path = folder / listing
         if not path.is_file():
             continue
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        text = _read_bounded(path, MAX_SUMS_BYTES).decode("utf-8", errors="replace")
+        for lineno, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue

@@ -57,7 +57,7 @@ from . import injection
 from ..backend import device_of, namespace, to_numpy
 from ..core import backprop
 from .callbacks import StopTraining, fixed_subset
-from ..errors import DivergenceError, NonFiniteError
+from ..errors import CheckpointError, DivergenceError, NonFiniteError
 from .optim import make_optimizer, proximal_step
 from .sampling import SAMPLING, Sampler
 from .schedules import as_batch_schedule, as_lr_schedule, describe, lr_unit
@@ -269,16 +269,39 @@ def _append(history, values):
         history.setdefault(key, []).append(value)
 
 
+FINGERPRINT_ROWS = 1024  # rows of X_train hashed into the resume fingerprint
+
+
 def _fingerprint(net, theta0, data):
-    """What must not change between the legs of a resumed run besides the config."""
-    y = to_numpy(data.y_train)
+    """What must not change between the legs of a resumed run besides the config: the network, theta's dtype and
+    length, and the training data by hash. ``y_train`` is hashed whole (N labels: cheap); ``X_train`` by its dtype,
+    its shape and the SHA-256 of the C-order bytes of :data:`FINGERPRINT_ROWS` rows at evenly spaced indices
+    ``i * (N - 1) // (n - 1)`` (every row when N <= n), so standardized instead of raw pixels, another subset or
+    another dtype is caught for ~6 MB of hashing at d = 784 (a change confined to rows outside the sample is not)."""
+    xp, X, y = namespace(data.X_train), data.X_train, to_numpy(data.y_train)
+    N = int(X.shape[0])
+    n = min(N, FINGERPRINT_ROWS)
+    rows = np.arange(n, dtype=np.int64) * (N - 1) // max(n - 1, 1)
+    sample = np.ascontiguousarray(to_numpy(_gather(xp, X, rows)))  # (n, ...) on the host
+    X_hash = hashlib.sha256(f"{sample.dtype.str} {list(X.shape)}".encode())
+    X_hash.update(sample.tobytes())
     return {"net": repr(net), "dtype": str(theta0.dtype), "num_params": int(theta0.shape[0]),
-            "X_train_shape": list(data.X_train.shape),
+            "X_train_shape": list(X.shape), "X_train_rows_sha256": X_hash.hexdigest(),
             "y_train_sha256": hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()}
 
 
 # Options a later field replaced: a stored config holding them switched off resumes as if they were never there.
 _RETIRED_OFF = {"augment_shift": 0, "image_shape": None}  # replaced by `augment`
+# Fingerprint entries added later: a checkpoint written before them resumes without that check.
+_FINGERPRINT_ADDED = ("X_train_rows_sha256",)
+
+
+def _counters(folder, stored):
+    try:
+        return _Counters(**stored)
+    except TypeError as exc:  # a key this trainer does not know
+        raise CheckpointError(f"malformed checkpoint manifest {ckpt.manifest_path(folder)}: its counters do not fit "
+                              f"({exc})") from None
 
 
 def _restore(folder, cfg, fingerprint, theta0):
@@ -288,18 +311,19 @@ def _restore(folder, cfg, fingerprint, theta0):
         if key in meta["config"] and meta["config"][key] == off:
             del meta["config"][key]
     defaults = {k: v for k, v in TrainConfig(epochs=1).to_dict().items() if k not in meta["config"]}
-    ckpt.check_compatible(folder, {**defaults, **meta["config"], **meta["fingerprint"]},  # older runs: defaults
+    stored = {**{k: fingerprint[k] for k in _FINGERPRINT_ADDED}, **meta["fingerprint"]}
+    ckpt.check_compatible(folder, {**defaults, **meta["config"], **stored},  # older runs: defaults
                           {**cfg.to_dict(), **fingerprint}, may_change=RESUMABLE_CHANGES)
     xp, dev = namespace(theta0), device_of(theta0)
     theta = xp.asarray(state["theta"], device=dev)
     opt_state = {k: v if k == "step" else xp.asarray(v, device=dev) for k, v in state["opt_state"].items()}
-    return theta, opt_state, _Counters(**state["counters"]), state["history"]
+    return theta, opt_state, _counters(folder, state["counters"]), state["history"]
 
 
 def load_run(folder):
     """The state stored in checkpoint folder ``folder`` as a ``TrainResult`` (NumPy arrays; config as a dict)."""
     state = ckpt.load_state(folder)
-    c = _Counters(**state["counters"])
+    c = _counters(folder, state["counters"])
     return TrainResult(state["theta"], state["history"], state["opt_state"], state["meta"]["config"], c.step,
                        c.epoch, c.examples, state["meta"].get("stop_reason") or "in_progress", c.elapsed)
 
@@ -550,22 +574,24 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
     ``progress``: ``None`` shows a tqdm bar in a terminal or notebook, ``False`` never, ``True`` always.
 
     Raises :class:`~minisgd.errors.DivergenceError` (with the last good state) when the loss blows up,
-    :class:`~minisgd.errors.CheckpointError` / :class:`~minisgd.errors.ConfigMismatchError` for a bad resume, and
+    :class:`~minisgd.errors.CheckpointError` / :class:`~minisgd.errors.ConfigMismatchError` for a bad resume,
+    :class:`~minisgd.errors.FolderInUseError` when another process trains into ``config.out``, and
     ``FileExistsError`` when ``config.out`` already holds a checkpoint and ``resume`` is not given.
     """
     cfg, data = config, as_data(data)
     callbacks = _check_callbacks(callbacks)
     if resume is True:
         resume = cfg.out
-    if resume is not None:
-        state = _restore(resume, cfg, _fingerprint(net, theta0, data), theta0)
-    else:
-        if cfg.out is not None and ckpt.has_checkpoint(cfg.out):
-            raise FileExistsError(f"{cfg.out} already holds a checkpoint; pass resume={cfg.out!r} to continue it, "
-                                  "or choose another out= (or delete the folder) to start afresh")
-        state = (theta0, cfg.rule().init(theta0), _Counters(), {})
-    show = _interactive() if progress is None else bool(progress)
-    run = _Run(net, data, cfg, callbacks, state, resumed=resume is not None, show=show)
-    reason = run.loop()
+    with ckpt.writing(cfg.out):  # one writer per checkpoint folder, for the whole run
+        if resume is not None:
+            state = _restore(resume, cfg, _fingerprint(net, theta0, data), theta0)
+        else:
+            if cfg.out is not None and ckpt.has_checkpoint(cfg.out):
+                raise FileExistsError(f"{cfg.out} already holds a checkpoint; pass resume={cfg.out!r} to continue "
+                                      "it, or choose another out= (or delete the folder) to start afresh")
+            state = (theta0, cfg.rule().init(theta0), _Counters(), {})
+        show = _interactive() if progress is None else bool(progress)
+        run = _Run(net, data, cfg, callbacks, state, resumed=resume is not None, show=show)
+        reason = run.loop()
     c = run.c
     return TrainResult(run.theta, run.history, run.opt_state, cfg, c.step, c.epoch, c.examples, reason, c.elapsed)

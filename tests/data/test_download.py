@@ -151,3 +151,40 @@ def test_progress_bar_goes_to_stderr_when_asked(served, tmp_path, http_server, c
     download_file([url + f"{LABELS}.gz"], tmp_path / f"{LABELS}.gz", sha256=MNIST_SHA256[LABELS], progress=True)
     out, err = capsys.readouterr()
     assert out == "" and LABELS in err  # tqdm's bar, labelled with the file name, on stderr only
+
+
+def test_https_mirrors_come_first_and_plain_http_needs_a_checksum(served, tmp_path, http_server, monkeypatch):
+    """An https:// mirror is tried before the http:// ones listed ahead of it; without a SHA-256 a plain-HTTP mirror
+    is not used at all (its content could be anyone's), and the error says what would make it usable."""
+    import minisgd.data.download as download
+    url, server = http_server(served)
+    tried = []
+    real = download._fetch_once
+
+    def fetch(u, *args, **kwargs):
+        tried.append(u)
+        return real(u.replace("https://secure.invalid/", url), *args, **kwargs)  # the "https" mirror is ours
+
+    monkeypatch.setattr(download, "_fetch_once", fetch)
+    dest = tmp_path / f"{LABELS}.gz"
+    download_file([url + f"{LABELS}.gz", f"https://secure.invalid/{LABELS}.gz"], dest, sha256=MNIST_SHA256[LABELS],
+                  backoff=0, progress=False)
+    assert tried == [f"https://secure.invalid/{LABELS}.gz"] and dest.is_file()
+    dest.unlink()
+    with pytest.raises(DownloadError, match="plain HTTP without a known SHA-256.*Give an https:// mirror") as error:
+        download_file([url + f"{LABELS}.gz"], dest, backoff=0, progress=False)
+    assert not dest.exists() and len(tried) == 1 and len(server.requests) == 1  # never asked
+    assert error.value.errors[0][0] == url + f"{LABELS}.gz"
+
+
+@pytest.mark.parametrize("limit, says", [(10_000, "sends more than 10,000 bytes"),
+                                         (40_000, "decompresses to more than 40,000 bytes")])
+def test_a_mirror_that_sends_too_much_is_stopped_there(served, tmp_path, http_server, monkeypatch, limit, says):
+    """The labels' .gz is 28,857 bytes and inflates to 60,008: under a lower limit the transfer, or the inflating,
+    stops where it passes the limit, the mirror is not asked again, and nothing is kept."""
+    import minisgd.data.idx as idx
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", limit)
+    url, server = http_server(served)
+    dest = tmp_path / "out" / f"{LABELS}.gz"
+    _expect_rejected(url, dest, says, retries=3)
+    assert len(server.requests) == 1 and leftovers(dest.parent) == []

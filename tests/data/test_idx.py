@@ -123,3 +123,52 @@ def test_malformed_sha256sums_line(tmp_path):
     (tmp_path / "SHA256SUMS").write_text("not-a-sum  file\n")
     with pytest.raises(DataError, match=r"SHA256SUMS, line 1"):
         read_sha256sums(tmp_path)
+
+
+# ---- untrusted files: sizes checked before memory is spent ---------------------------------------------------------
+
+def test_header_claiming_a_trillion_elements_costs_nothing(tmp_path):
+    """A 12-byte file whose header says 10^12 bytes follow, and one whose sizes multiply past 2^64 (an int64
+    product would wrap around to a small number): both refused from the header, no array made."""
+    path = tmp_path / "x"
+    path.write_bytes(bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 10 ** 6, 10 ** 6) + b"\0" * 4)
+    with pytest.raises(DataError, match=r"x: truncated: the header says shape \(1000000, 1000000\) "
+                                        r"\(1000000000000 bytes of data\)"):
+        read_idx(path)
+    path.write_bytes(bytes([0, 0, 0x0E, 4]) + struct.pack(">4I", *[2 ** 32 - 1] * 4) + b"\0" * 8)
+    with pytest.raises(DataError, match=r"truncated: the header says shape \(4294967295, 4294967295"):
+        read_idx(path)
+
+
+def test_gzip_bomb_is_stopped_at_the_limit(tmp_path, monkeypatch):
+    """A small .gz that inflates past the limit is stopped there, before it is all decompressed."""
+    import minisgd.data.idx as idx
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", 1 << 20)
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(bytes([0, 0, 0x08, 1]) + struct.pack(">I", 64 << 20) + bytes(64 << 20)))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(DataError, match=r"bomb.gz: decompresses to more than 1,048,576 bytes"):
+        read_idx(path)
+
+
+def test_oversized_files_are_refused_unread(tmp_path, monkeypatch):
+    import minisgd.data.idx as idx
+    path = tmp_path / "train-images-idx3-ubyte"
+    with open(path, "wb") as fh:
+        fh.truncate(idx.MAX_IDX_BYTES + 1)  # sparse
+    with pytest.raises(DataError, match=rf"train-images-idx3-ubyte: {idx.MAX_IDX_BYTES + 1:,} bytes, more than a "
+                                        "data file may hold here"):
+        read_idx(path)
+    with open(tmp_path / "SHA256SUMS", "wb") as fh:
+        fh.truncate(idx.MAX_SUMS_BYTES + 1)
+    with pytest.raises(DataError, match="SHA256SUMS: .* bytes, more than"):
+        read_sha256sums(tmp_path)
+
+
+def test_multi_member_gzip_and_padding_still_read(tmp_path):
+    """What ``gzip`` writes by concatenation (two members) and zero padding after the last: read as one payload."""
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    data = idx_bytes(array, 0x08)
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(data[:10]) + gzip.compress(data[10:]) + b"\0" * 8)
+    np.testing.assert_array_equal(read_idx(path), array)
