@@ -62,6 +62,12 @@ def forward_pass(params, X, activation, order=1):
     return fwd
 
 
+def largest_layer_gemm(net, N):
+    """``2 N max_l n_{l-1} n_l``: the largest single GEMM of a pass over ``N`` examples (what the thread policy
+    weighs)."""
+    return 2.0 * N * max(layer.fan_in * layer.fan_out for layer in net.layers)
+
+
 def rows_times(A, W):
     """``A @ W`` for ``A: (..., m)``, ``W: (m, n)`` as one GEMM over all leading rows (NumPy would run one
     GEMM per leading index)."""
