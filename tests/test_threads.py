@@ -109,3 +109,15 @@ def test_retain_freed_memory_on_glibc():
     import platform
     applied = threads.retain_freed_memory(64 << 20)
     assert applied == (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.parametrize("setting, calls", [("", 1), ("off", 0)])
+def test_the_first_call_tunes_the_allocator_once_unless_told_not_to(policy, monkeypatch, setting, calls):
+    made = []
+    monkeypatch.setattr(threads, "retain_freed_memory", lambda: made.append(1) or True)
+    monkeypatch.setattr(threads, "_allocator", [])
+    monkeypatch.setenv(threads.MALLOC_ENV, setting)
+    for _ in range(3):
+        with policy.blas_threads(1e3):
+            pass
+    assert len(made) == calls
