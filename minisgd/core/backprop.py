@@ -24,10 +24,11 @@ def gradient_flops(net, N):
     return 6.0 * N * sum(layer.fan_in * layer.fan_out for layer in net.layers)
 
 
-def _output_deltas(net, fwd, y, scale=1.0):
+def _output_deltas(net, fwd, y, scale=1.0, seed=None):
     """Per-example deltas of every layer, times ``scale``: a float (1/N folds the mean into the small output seed)
-    or ``(N, 1)`` per-example weights."""
-    deltas, _ = backward_pass(fwd, net.loss_fn.grad(fwd.outputs, y) * scale)
+    or ``(N, 1)`` per-example weights. ``seed``: the loss gradient w.r.t. the outputs, when already computed."""
+    seed = net.loss_fn.grad(fwd.outputs, y) if seed is None else seed
+    deltas, _ = backward_pass(fwd, seed * scale)
     return deltas
 
 
@@ -49,9 +50,10 @@ def loss_and_grad(net, theta, X, y):
     N = X.shape[0]
     with blas_threads(largest_layer_gemm(net, N)):
         fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
-        deltas = _output_deltas(net, fwd, y, 1.0 / N)  # deltas of the mean loss: no pass over P to divide
+        losses, seed = net.loss_fn.value_and_grad(fwd.outputs, y)
+        deltas = _output_deltas(net, fwd, y, 1.0 / N, seed)  # deltas of the mean loss: no pass over P to divide
         grad = _weighted_sum_of_outer_products(xp, fwd, deltas)
-    loss = xp.mean(net.loss_fn.value(fwd.outputs, y))
+    loss = xp.mean(losses)
     if net.l2:
         grad = grad + net.l2 * theta
         loss = loss + 0.5 * net.l2 * xp.sum(theta * theta)
