@@ -121,26 +121,28 @@ Vert \le \mathrm{tol} \cdot \max_j |	heta_j|`, or the Krylov space is exhausted.
     if not 1 <= k <= P:
         raise ValueError(f"k must lie in [1, P = {P}], got {k}")
     max_iter = min(P, max(4 * k + 40, 100) + b) if max_iter is None else min(P, max(k, max_iter))
-    Q = xp.zeros((P, min(P, max_iter + b)), dtype=Q0.dtype, device=device_of(Q0))
-    T = np.zeros((Q.shape[1], Q.shape[1]))
-    Q[:, :b], _ = xp.linalg.qr(Q0)
-    m, width = 0, b  # m: basis columns before the current block; width: the current block's columns
+    # The basis as rows (like lanczos's Q): each block is a contiguous (width, P) slab, its transpose what
+    # matmat takes; a column layout made every block a strided slice of a wide matrix (5x slower).
+    Q = xp.zeros((min(P, max_iter + b), P), dtype=Q0.dtype, device=device_of(Q0))
+    T = np.zeros((Q.shape[0], Q.shape[0]))
+    Q[:b, :] = xp.linalg.qr(Q0)[0].T
+    m, width = 0, b  # m: basis vectors before the current block; width: the current block's vectors
     while True:
         block, m_next = slice(m, m + width), m + width
-        W = matmat(Q[:, block])  # (P, width): one batched HVP
-        A = Q[:, block].T @ W
+        W = matmat(Q[block, :].T).T  # (width, P): one batched HVP
+        A = Q[block, :] @ W.T
         for _ in range(2):  # "twice is enough": W orthogonal to the whole basis to rounding
-            basis = Q[:, :m_next]
-            W = W - basis @ (basis.T @ W)
-        room = min(b, Q.shape[1] - m_next)  # the basis never outgrows P (nor max_iter + b) columns
+            basis = Q[:m_next, :]
+            W = W - (W @ basis.T) @ basis
+        room = min(b, Q.shape[0] - m_next)  # the basis never outgrows P (nor max_iter + b) vectors
         if room < width:  # W spans at most `room` new directions: keep its leading singular vectors
-            Qn = xp.linalg.svd(W, full_matrices=False)[0][:, :room]
+            Qn = xp.linalg.svd(W, full_matrices=False)[2][:room, :]
         else:
-            Qn, _ = xp.linalg.qr(W)
-            basis = Q[:, :m_next]
-            Qn, _ = xp.linalg.qr(Qn - basis @ (basis.T @ Qn))  # a rank-deficient W leaves noise columns in Qn
-        B = Qn.T @ W  # (room, width): T's block below the diagonal, exact for whatever Qn spans
-        Q[:, m_next:m_next + room] = Qn
+            Qn = xp.linalg.qr(W.T)[0].T
+            basis = Q[:m_next, :]
+            Qn = xp.linalg.qr((Qn - (Qn @ basis.T) @ basis).T)[0].T  # a rank-deficient W leaves noise rows in Qn
+        B = Qn @ W.T  # (room, width): T's block below the diagonal, exact for whatever Qn spans
+        Q[m_next:m_next + room, :] = Qn
         A, B = (np.asarray(to_numpy(M), dtype=np.float64) for M in (A, B))  # the step's device-to-host copy
         T[block, block] = 0.5 * (A + A.T)
         T[m_next:m_next + room, block] = B
@@ -153,11 +155,11 @@ Vert \le \mathrm{tol} \cdot \max_j |	heta_j|`, or the Krylov space is exhausted.
             scale = max(abs(theta).max(), np.finfo(np.float64).tiny)
             exhausted = m_next >= P or np.linalg.norm(B) <= 1e-12 * scale  # invariant subspace: Ritz values exact
             if exhausted or np.all(bounds <= tol * scale):
-                return _block_spectrum(Q[:, :m_next], theta, S, bounds, m_next, which, return_vectors)
+                return _block_spectrum(Q[:m_next, :], theta, S, bounds, m_next, which, return_vectors)
         m, width = m_next, room
         if m >= max_iter or room == 0:
             break
-    partial = _block_spectrum(Q[:, :m], theta, S, bounds, m, which, return_vectors)
+    partial = _block_spectrum(Q[:m, :], theta, S, bounds, m, which, return_vectors)
     raise ConvergenceError(
         f"block Lanczos did not converge in {m} products: residual bounds {bounds} against tolerance "
         f"{tol:g} x {max(abs(theta)):.3g}; raise max_iter or tol (the partial result is in .partial)", partial)
@@ -167,7 +169,7 @@ def _block_spectrum(Q, theta, S, bounds, iterations, which, return_vectors):
     vectors = None
     if return_vectors:
         xp = namespace(Q)
-        vectors = Q @ xp.asarray(S, dtype=Q.dtype, device=device_of(Q))  # (P, k)
+        vectors = Q.T @ xp.asarray(S, dtype=Q.dtype, device=device_of(Q))  # (P, k)
     return Spectrum(values=theta, vectors=vectors, method="block_lanczos", iterations=iterations,
                     residuals=bounds, which=which)
 
