@@ -65,8 +65,9 @@ def _lanczos_iterations(matvec, q0, max_iter):
     for j in range(max_iter):
         w = matvec(Q[j, :])
         alpha = xp.sum(w * Q[j, :])
-        for _ in range(2):
-            w = w - (Q[: j + 1, :].T @ (Q[: j + 1, :] @ w))
+        with blas_threads(2.0 * P * (j + 1)):  # matrix-vector products against the basis
+            for _ in range(2):
+                w = w - (Q[: j + 1, :].T @ (Q[: j + 1, :] @ w))
         # the step's one device-to-host copy: the Ritz values on the host need alpha_j and beta_j
         alpha, beta = (float(v) for v in to_numpy(xp.stack([alpha, xp.linalg.vector_norm(w)])))
         alphas.append(alpha)
@@ -130,18 +131,19 @@ Vert \le \mathrm{tol} \cdot \max_j |	heta_j|`, or the Krylov space is exhausted.
     while True:
         block, m_next = slice(m, m + width), m + width
         W = matmat(Q[block, :].T).T  # (width, P): one batched HVP
-        A = Q[block, :] @ W.T
-        for _ in range(2):  # "twice is enough": W orthogonal to the whole basis to rounding
-            basis = Q[:m_next, :]
-            W = W - (W @ basis.T) @ basis
         room = min(b, Q.shape[0] - m_next)  # the basis never outgrows P (nor max_iter + b) vectors
-        if room < width:  # W spans at most `room` new directions: keep its leading singular vectors
-            Qn = xp.linalg.svd(W, full_matrices=False)[2][:room, :]
-        else:
-            Qn = xp.linalg.qr(W.T)[0].T
-            basis = Q[:m_next, :]
-            Qn = xp.linalg.qr((Qn - (Qn @ basis.T) @ basis).T)[0].T  # a rank-deficient W leaves noise rows in Qn
-        B = Qn @ W.T  # (room, width): T's block below the diagonal, exact for whatever Qn spans
+        with blas_threads(2.0 * P * m_next * width):  # thin GEMMs against the basis: threads only when worth it
+            A = Q[block, :] @ W.T
+            for _ in range(2):  # "twice is enough": W orthogonal to the whole basis to rounding
+                basis = Q[:m_next, :]
+                W = W - (W @ basis.T) @ basis
+            if room < width:  # W spans at most `room` new directions: keep its leading singular vectors
+                Qn = xp.linalg.svd(W, full_matrices=False)[2][:room, :]
+            else:
+                Qn = xp.linalg.qr(W.T)[0].T
+                basis = Q[:m_next, :]
+                Qn = xp.linalg.qr((Qn - (Qn @ basis.T) @ basis).T)[0].T  # a rank-deficient W leaves noise rows
+            B = Qn @ W.T  # (room, width): T's block below the diagonal, exact for whatever Qn spans
         Q[m_next:m_next + room, :] = Qn
         A, B = (np.asarray(to_numpy(M), dtype=np.float64) for M in (A, B))  # the step's device-to-host copy
         T[block, block] = 0.5 * (A + A.T)
