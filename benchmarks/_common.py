@@ -321,7 +321,9 @@ def flat_outputs(sizes, act):
 
 def jax_functions(jax, sizes, activation="tanh"):
     jnp = jax.numpy
-    outputs = flat_outputs(sizes, {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda z: z}[activation])
+    outputs = flat_outputs(sizes, {"tanh": jnp.tanh, "relu": jax.nn.relu, "identity": lambda z: z,
+                                   "sigmoid": jax.nn.sigmoid, "softplus": jax.nn.softplus,
+                                   "gelu": lambda z: jax.nn.gelu(z, approximate=True)}[activation])
 
     def per_example_loss(theta, x, y):
         """Loss of one example x: (d,), y: () int."""
@@ -362,7 +364,9 @@ def jax_compile(fn, *args):
 def torch_functions(torch, sizes, activation="tanh"):
     """Functional twin on the flat theta, for torch.func.hessian / vmap(grad)."""
     F = torch.nn.functional
-    outputs = flat_outputs(sizes, {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z}[activation])
+    outputs = flat_outputs(sizes, {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda z: z,
+                                   "sigmoid": torch.sigmoid, "softplus": F.softplus,
+                                   "gelu": lambda z: F.gelu(z, approximate="tanh")}[activation])
 
     def loss(theta, X, y):
         return F.cross_entropy(outputs(theta, X), y)

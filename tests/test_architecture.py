@@ -30,7 +30,7 @@ PACKAGE = Path(minisgd.__file__).parent
 LAYERS = {"interface": 8, "experiments": 7, "plotting": 6, "api": 5, "training": 4, "theory": 3, "curvature": 2,
           "core": 1, "data": 1, "base": 0}
 TOP_LEVEL = {"cli": "interface", "sweep": "interface", "__main__": "interface", "plotting": "plotting",
-             "backend": "base", "errors": "base", "testing": "base", "_version": "base"}
+             "backend": "base", "threads": "base", "errors": "base", "testing": "base", "_version": "base"}
 # core and data sit side by side and must not know each other; nothing in one imports the other.
 SEPARATE = {("core", "data"), ("data", "core")}
 

@@ -14,13 +14,21 @@ per-example gradient factorizes, :math:`\lVert \tilde a \otimes \delta \rVert^2 
 adds :math:`\lambda \theta` to every per-example gradient, so their mean is the gradient.
 """
 from ..backend import device_of, namespace
-from .passes import augmented, backward_pass, forward_pass
+from ..threads import blas_threads
+from .passes import augmented, backward_pass, forward_pass, largest_layer_gemm
 
 
-def _output_deltas(net, fwd, y, scale=1.0):
+def gradient_flops(net, N):
+    r"""``6 N W`` (W the number of weights): the GEMM flops of one gradient, :math:`2 N W` forward,
+    :math:`2 N W` for the deltas and :math:`2 N W` for the weight gradients."""
+    return 6.0 * N * sum(layer.fan_in * layer.fan_out for layer in net.layers)
+
+
+def _output_deltas(net, fwd, y, scale=1.0, seed=None):
     """Per-example deltas of every layer, times ``scale``: a float (1/N folds the mean into the small output seed)
-    or ``(N, 1)`` per-example weights."""
-    deltas, _ = backward_pass(fwd, net.loss_fn.grad(fwd.outputs, y) * scale)
+    or ``(N, 1)`` per-example weights. ``seed``: the loss gradient w.r.t. the outputs, when already computed."""
+    seed = net.loss_fn.grad(fwd.outputs, y) if seed is None else seed
+    deltas, _ = backward_pass(fwd, seed * scale)
     return deltas
 
 
@@ -40,10 +48,12 @@ def loss_and_grad(net, theta, X, y):
     :meth:`minisgd.core.mlp.MLP.check_inputs` returns them, not checked here."""
     xp = namespace(theta, X)
     N = X.shape[0]
-    fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
-    deltas = _output_deltas(net, fwd, y, 1.0 / N)  # deltas of the mean loss: no pass over P to divide
-    grad = _weighted_sum_of_outer_products(xp, fwd, deltas)
-    loss = xp.mean(net.loss_fn.value(fwd.outputs, y))
+    with blas_threads(largest_layer_gemm(net, N)):
+        fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
+        losses, seed = net.loss_fn.value_and_grad(fwd.outputs, y)
+        deltas = _output_deltas(net, fwd, y, 1.0 / N, seed)  # deltas of the mean loss: no pass over P to divide
+        grad = _weighted_sum_of_outer_products(xp, fwd, deltas)
+    loss = xp.mean(losses)
     if net.l2:
         grad = grad + net.l2 * theta
         loss = loss + 0.5 * net.l2 * xp.sum(theta * theta)
@@ -63,9 +73,10 @@ def weighted_gradient(net, theta, X, y, w):
     :mod:`minisgd.training.injection`).
     """
     xp = namespace(theta, X)
-    fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
-    deltas = _output_deltas(net, fwd, y, w[:, None])  # (N, K) seed, row n times w_n
-    grad = _weighted_sum_of_outer_products(xp, fwd, deltas)
+    with blas_threads(largest_layer_gemm(net, X.shape[0])):
+        fwd = forward_pass(net.unflatten(theta), X, net.activation, order=1)
+        deltas = _output_deltas(net, fwd, y, w[:, None])  # (N, K) seed, row n times w_n
+        grad = _weighted_sum_of_outer_products(xp, fwd, deltas)
     if net.l2:
         grad = grad + net.l2 * float(xp.sum(w)) * theta
     return grad

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from ..backend import available_memory, device_of, namespace
 from ..errors import HessianTooLargeError
+from ..threads import blas_threads
 from .passes import augmented, backward_pass, forward_pass
 from .kernels import combine_block, scatter_block, symmetrize_from_lower
 
@@ -122,8 +123,9 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
     # Every block of the full and Gauss-Newton matrices is written; the residual has all-zero blocks.
     allocate = xp.zeros if part == "residual" else xp.empty
     H = allocate((P, P), dtype=theta.dtype, device=device_of(theta))
-    for chunk in _lower_triangle_chunks(net, theta, X, y, part):
-        scatter_block(H, chunk.first, chunk.cross, chunk.row0, chunk.col0)
+    with blas_threads(max(hessian_gemm_flops(net, X.shape[0], part), default=0)):
+        for chunk in _lower_triangle_chunks(net, theta, X, y, part):
+            scatter_block(H, chunk.first, chunk.cross, chunk.row0, chunk.col0)
     symmetrize_from_lower(H)
     if net.l2 and part != "residual":
         _add_to_diagonal(H, net.l2)
@@ -320,7 +322,13 @@ def hessian_flops(net, N, part="full"):
     ``2 N O I' (i1 - i0)`` (adjacent layers, diagonal) or ``2 N O I' (i1 - i0) O'`` (general). Summed, about
     ``N P^2``; the per-example preparation (O(N n^3) per layer pair) is left out.
     """
-    L, budget, flops = net.num_layers, _workspace_budget(net.num_params), 0
+    return sum(hessian_gemm_flops(net, N, part))
+
+
+def hessian_gemm_flops(net, N, part="full"):
+    """The flops of each GEMM counted by ``hessian_flops``, one entry per call (the thread policy needs the
+    largest)."""
+    L, budget, flops = net.num_layers, _workspace_budget(net.num_params), []
     for l in range(L):
         for m in range(l + 1):
             I, O = net.layers[l].fan_in + 1, net.layers[l].fan_out
@@ -329,9 +337,9 @@ def hessian_flops(net, N, part="full"):
             has_cross = part != "gauss_newton" and m < l
             for i0, i1 in _row_chunks(I, Ip, O, Op, N, budget):
                 c = i1 if l == m else Ip
-                flops += 2 * N * (i1 - i0) * c * O * Op if has_first else 0
                 jc = max(0, min(i1, I - 1) - i0)
-                flops += (2 * N * O * Ip * jc * (1 if m == l - 1 else Op)) if has_cross else 0
+                flops += [2 * N * (i1 - i0) * c * O * Op] if has_first else []
+                flops += [2 * N * O * Ip * jc * (1 if m == l - 1 else Op)] if has_cross and jc else []
     return flops
 
 

@@ -19,7 +19,8 @@ gives :math:`Hv` block by block as :math:`R\{\nabla_{W_l}\} = (R\{a_{l-1}\}^T \d
 a leading axis: every R-quantity is ``(k, N, n_l)``, so one call costs a few GEMMs per layer, not k passes.
 """
 from ..backend import device_of, namespace
-from .passes import augmented, backward_pass, forward_pass, rows_times
+from ..threads import blas_threads
+from .passes import augmented, backward_pass, forward_pass, largest_layer_gemm, rows_times
 
 
 def split_directions(net, Vk):
@@ -75,20 +76,28 @@ def _r_pass(net, theta, X, y, Vk):
     return fwd, deltas, R_inputs, R_deltas
 
 
+def hvp_flops(net, N, k):
+    r"""``(4 + 10 k) N W`` (W the number of weights): the GEMM flops of ``k`` Hessian-vector products, the
+    forward and backward passes (:math:`4 N W`) and per direction the forward R-pass (:math:`4 N W`), the
+    backward R-pass (:math:`4 N W`, less the input layer) and the blocks of :math:`Hv` (:math:`4 N W`)."""
+    return (4.0 + 10.0 * k) * N * sum(layer.fan_in * layer.fan_out for layer in net.layers)
+
+
 def hessian_vector_product(net, theta, X, y, V):
     """``H @ V`` for ``V: (P,)`` or ``(P, k)``, same shape as ``V`` (inputs already validated)."""
     xp = namespace(theta, X)
     single = V.ndim == 1
     Vk = V[None, :] if single else V.T  # (k, P)
     k, N = Vk.shape[0], X.shape[0]
-    fwd, deltas, R_inputs, R_deltas = _r_pass(net, theta, X, y, Vk)
-    pieces = []
-    for a, delta, Ra, Rd in zip(fwd.inputs, deltas, R_inputs, R_deltas):
-        RgW = xp.matmul(a.T, Rd)  # (n_{l-1}, N) @ (k, N, n_l) -> (k, n_{l-1}, n_l)
-        if Ra is not None:
-            RgW = RgW + xp.matmul(xp.permute_dims(Ra, (0, 2, 1)), delta)
-        pieces += [xp.reshape(RgW, (k, -1)), xp.sum(Rd, axis=1)]
-    HV = xp.concat(pieces, axis=1) / N  # (k, P)
+    with blas_threads(largest_layer_gemm(net, k * N)):  # R-passes: one GEMM over k N rows
+        fwd, deltas, R_inputs, R_deltas = _r_pass(net, theta, X, y, Vk)
+        pieces = []
+        for a, delta, Ra, Rd in zip(fwd.inputs, deltas, R_inputs, R_deltas):
+            RgW = xp.matmul(a.T, Rd)  # (n_{l-1}, N) @ (k, N, n_l) -> (k, n_{l-1}, n_l)
+            if Ra is not None:
+                RgW = RgW + xp.matmul(xp.permute_dims(Ra, (0, 2, 1)), delta)
+            pieces += [xp.reshape(RgW, (k, -1)), xp.sum(Rd, axis=1)]
+        HV = xp.concat(pieces, axis=1) / N  # (k, P)
     if net.l2:
         HV = HV + net.l2 * Vk
     return HV[0, :] if single else HV.T

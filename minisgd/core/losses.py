@@ -4,6 +4,7 @@ For outputs ``Z: (N, K)`` and targets ``y``, every loss gives
 
 * ``value(Z, y)``: ``(N,)``, the per-example loss :math:`\ell_n`;
 * ``grad(Z, y)``: ``(N, K)``, :math:`\partial \ell_n / \partial z_n`;
+* ``value_and_grad(Z, y)``: both, sharing their intermediate values (what the gradient of the mean loss needs);
 * ``hessian(Z, y)``: ``(N, K, K)``, :math:`A_n = \partial^2 \ell_n / \partial z_n^2`;
 * ``hessian_factor(Z, y)``: ``(N, K, K)``, a square root :math:`R_n` with :math:`A_n = R_n R_n^T`;
 * ``hessian_vector_product(Z, y, R)``: :math:`A_n r_n` for ``R: (N, K)`` or ``(k, N, K)`` without
@@ -60,6 +61,12 @@ class CrossEntropyLoss:
 
     def grad(self, Z, y):
         return self.probabilities(Z) - self._one_hot(y, Z)
+
+    def value_and_grad(self, Z, y):
+        """``(value(Z, y), grad(Z, y))`` from one log-softmax and one one-hot (half the passes of the two calls)."""
+        xp = namespace(Z)
+        log_p, one_hot = self._log_softmax(Z), self._one_hot(y, Z)
+        return -xp.sum(one_hot * log_p, axis=1), xp.exp(log_p) - one_hot
 
     def hessian(self, Z, y):
         xp = namespace(Z)
@@ -118,6 +125,11 @@ class SquaredLoss:
 
     def grad(self, Z, y):
         return self._residuals(Z, y)
+
+    def value_and_grad(self, Z, y):
+        """``(value(Z, y), grad(Z, y))`` from one residual."""
+        r = self._residuals(Z, y)
+        return 0.5 * namespace(Z).sum(r * r, axis=1), r
 
     def hessian(self, Z, y):
         xp = namespace(Z)

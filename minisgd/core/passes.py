@@ -47,19 +47,28 @@ def forward_pass(params, X, activation, order=1):
     for l, (W, b) in enumerate(params):
         fwd.inputs.append(a)
         if l == last:
-            fwd.pre.append(a @ W + b)  # (N, K)
+            z = a @ W  # (N, K)
+            z += b  # in place: the GEMM's output is ours
+            fwd.pre.append(z)
         elif order == 1:  # the training path: bias, activation and derivative in one pass
             z, a, da = bias_activation(a @ W, b, activation)  # (N, n_l) each
             fwd.pre.append(z)
             fwd.dact.append(da)
         else:
-            z = a @ W + b  # (N, n_l)
+            z = a @ W  # (N, n_l)
+            z += b
             fwd.pre.append(z)
             derivs = activation.derivatives(z, order)
             a = derivs[0]
             fwd.dact += derivs[1:2]
             fwd.d2act += derivs[2:3]
     return fwd
+
+
+def largest_layer_gemm(net, N):
+    """``2 N max_l n_{l-1} n_l``: the largest single GEMM of a pass over ``N`` examples (what the thread policy
+    weighs)."""
+    return 2.0 * N * max(layer.fan_in * layer.fan_out for layer in net.layers)
 
 
 def rows_times(A, W):

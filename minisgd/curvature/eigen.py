@@ -8,6 +8,12 @@ Lanczos (with full reorthogonalization) builds an orthonormal basis :math:`Q_m` 
 Full reorthogonalization (twice, "twice is enough") keeps :math:`Q_m` orthonormal to rounding, so no
 spurious copies of converged eigenvalues appear.
 
+Block Lanczos (Golub & Underwood 1977) runs the same iteration on ``b`` vectors at once: each step is one
+batched HVP of ``b`` directions (a few GEMMs, 0.4-0.6x the cost of ``b`` separate products), ``T_m`` is block
+tridiagonal, and a Ritz pair's residual is :math:`\lVert B_m S_{m,i} \rVert` with :math:`S_{m,i}` the last ``b``
+entries of its vector in the basis. It finds the top ``k`` eigenvalues in fewer *steps* than Lanczos, and a
+cluster of ``b`` close eigenvalues as easily as one.
+
 Contract (as scipy's ``eigsh`` states its own): ``values`` are returned in descending order for
 ``which="largest"`` and ascending for ``which="smallest"``; ``vectors[:, i]`` belongs to ``values[i]``;
 without convergence a ``ConvergenceError`` carries the partial result.
@@ -19,11 +25,12 @@ import numpy as np
 from ..backend import available_memory, device_of, namespace, to_numpy
 from ..core.hessian import PARTS, hessian_memory_bytes
 from ..errors import ConvergenceError
+from ..threads import blas_threads
 from .estimators import Estimate
 from .estimators.hutchinson import hutchinson_trace as _hutchinson_trace
 from .operators import Hessian
 
-METHODS = ("auto", "exact", "lanczos")
+METHODS = ("auto", "exact", "lanczos", "block_lanczos")
 WHICH = ("largest", "smallest")
 
 
@@ -96,6 +103,75 @@ def lanczos(matvec, q0, k=1, which="largest", max_iter=None, tol=1e-8, return_ve
         f"{tol:g} x {max(abs(theta)):.3g}; raise max_iter or tol (the partial result is in .partial)", partial)
 
 
+def block_lanczos(matmat, Q0, k=1, which="largest", max_iter=None, tol=1e-8, return_vectors=False):
+    r"""The ``k`` extreme eigenpairs of a symmetric operator from ``matmat(V: (P, b)) -> (P, b)``, ``b`` directions
+    per step.
+
+    Q0: ``(P, b)`` start block of full column rank (orthonormalized here), ``b >= 1``. Full
+    reorthogonalization (twice) against the whole basis. Stops when the ``k`` wanted Ritz pairs have residuals
+    :math:`\lVert B_m S_{m,i} 
+Vert \le \mathrm{tol} \cdot \max_j |	heta_j|`, or the Krylov space is exhausted.
+    ``max_iter`` counts operator applications to single vectors (``b`` per step), as for ``lanczos``; it defaults
+    to ``min(P, max(4 k + 40, 100) + b)``. ``Spectrum.iterations`` is that count too.
+    """
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    xp = namespace(Q0)
+    P, b = Q0.shape
+    if not 1 <= k <= P:
+        raise ValueError(f"k must lie in [1, P = {P}], got {k}")
+    max_iter = min(P, max(4 * k + 40, 100) + b) if max_iter is None else min(P, max(k, max_iter))
+    Q = xp.zeros((P, min(P, max_iter + b)), dtype=Q0.dtype, device=device_of(Q0))
+    T = np.zeros((Q.shape[1], Q.shape[1]))
+    Q[:, :b], _ = xp.linalg.qr(Q0)
+    m, width = 0, b  # m: basis columns before the current block; width: the current block's columns
+    while True:
+        block, m_next = slice(m, m + width), m + width
+        W = matmat(Q[:, block])  # (P, width): one batched HVP
+        A = Q[:, block].T @ W
+        for _ in range(2):  # "twice is enough": W orthogonal to the whole basis to rounding
+            basis = Q[:, :m_next]
+            W = W - basis @ (basis.T @ W)
+        room = min(b, Q.shape[1] - m_next)  # the basis never outgrows P (nor max_iter + b) columns
+        if room < width:  # W spans at most `room` new directions: keep its leading singular vectors
+            Qn = xp.linalg.svd(W, full_matrices=False)[0][:, :room]
+        else:
+            Qn, _ = xp.linalg.qr(W)
+            basis = Q[:, :m_next]
+            Qn, _ = xp.linalg.qr(Qn - basis @ (basis.T @ Qn))  # a rank-deficient W leaves noise columns in Qn
+        B = Qn.T @ W  # (room, width): T's block below the diagonal, exact for whatever Qn spans
+        Q[:, m_next:m_next + room] = Qn
+        A, B = (np.asarray(to_numpy(M), dtype=np.float64) for M in (A, B))  # the step's device-to-host copy
+        T[block, block] = 0.5 * (A + A.T)
+        T[m_next:m_next + room, block] = B
+        T[block, m_next:m_next + room] = B.T
+        if m_next >= k:
+            theta, S = np.linalg.eigh(T[:m_next, :m_next])
+            pick = slice(None, None, -1) if which == "largest" else slice(None)
+            theta, S = theta[pick][:k], S[:, pick][:, :k]
+            bounds = np.linalg.norm(B @ S[m:m_next, :], axis=0)
+            scale = max(abs(theta).max(), np.finfo(np.float64).tiny)
+            exhausted = m_next >= P or np.linalg.norm(B) <= 1e-12 * scale  # invariant subspace: Ritz values exact
+            if exhausted or np.all(bounds <= tol * scale):
+                return _block_spectrum(Q[:, :m_next], theta, S, bounds, m_next, which, return_vectors)
+        m, width = m_next, room
+        if m >= max_iter or room == 0:
+            break
+    partial = _block_spectrum(Q[:, :m], theta, S, bounds, m, which, return_vectors)
+    raise ConvergenceError(
+        f"block Lanczos did not converge in {m} products: residual bounds {bounds} against tolerance "
+        f"{tol:g} x {max(abs(theta)):.3g}; raise max_iter or tol (the partial result is in .partial)", partial)
+
+
+def _block_spectrum(Q, theta, S, bounds, iterations, which, return_vectors):
+    vectors = None
+    if return_vectors:
+        xp = namespace(Q)
+        vectors = Q @ xp.asarray(S, dtype=Q.dtype, device=device_of(Q))  # (P, k)
+    return Spectrum(values=theta, vectors=vectors, method="block_lanczos", iterations=iterations,
+                    residuals=bounds, which=which)
+
+
 def _ritz(alphas, betas, k, which):
     """Ritz values ``(k,)``, their vectors in the Lanczos basis ``S: (m, k)`` and residual bounds."""
     m = len(alphas)
@@ -118,10 +194,14 @@ def _spectrum(Q, theta, S, bounds, iterations, which, return_vectors):
 def exact_spectrum(H, k=None, which="largest", return_vectors=False):
     """All (or the ``k`` extreme) eigenpairs of a dense symmetric ``H: (P, P)`` by ``eigh``."""
     xp = namespace(H)
-    if return_vectors:
-        w, V = xp.linalg.eigh(H)
-    else:
-        w, V = xp.linalg.eigvalsh(H), None
+    P = H.shape[0]
+    # The largest call: divide and conquer's top merge, a (P, P/2) @ (P/2, P) GEMM, with vectors; without,
+    # the tridiagonal reduction's rank-2k updates of 32 columns each, 4 * 32 P^2 flops at most.
+    with blas_threads(float(P) ** 3 if return_vectors else 128.0 * P ** 2):
+        if return_vectors:
+            w, V = xp.linalg.eigh(H)
+        else:
+            w, V = xp.linalg.eigvalsh(H), None
     w = to_numpy(w)
     order = np.arange(w.shape[0])[::-1] if which == "largest" else np.arange(w.shape[0])
     order = order[:k] if k is not None else order
@@ -133,8 +213,11 @@ def exact_spectrum(H, k=None, which="largest", return_vectors=False):
 
 
 def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", return_vectors=False,
-                     seed=0, tol=1e-8, max_iter=None, max_memory=None, part="full"):
+                     seed=0, tol=1e-8, max_iter=None, max_memory=None, part="full", block=None):
     """The ``k`` extreme Hessian eigenvalues (``k=None``: all, exact only), exactly or by Lanczos.
+
+    ``method="block_lanczos"`` runs block Lanczos with ``block`` directions per step (default ``k``): one batched
+    HVP per step instead of one HVP.
 
     ``method="auto"`` forms the Hessian when it and ``eigh``'s work space (about twice the matrix) fit in
     memory, else runs Lanczos on ``net.hvp_operator``; ``Spectrum.method`` says which was used. ``part`` takes the
@@ -157,6 +240,10 @@ def hessian_spectrum(net, theta, X, y, k=20, which="largest", method="auto", ret
         return exact_spectrum(H, k, which, return_vectors)
     if k is None:
         raise ValueError("the whole spectrum (k=None) needs method='exact' (Lanczos finds the extreme eigenvalues)")
+    if method == "block_lanczos":
+        Q0 = np.random.default_rng(seed).standard_normal((net.num_params, block or k))
+        Q0 = xp.asarray(Q0, dtype=theta.dtype, device=device_of(theta))
+        return block_lanczos(_part_product(net, theta, X, y, part), Q0, k, which, max_iter, tol, return_vectors)
     q0 = np.random.default_rng(seed).standard_normal(net.num_params)
     q0 = xp.asarray(q0, dtype=theta.dtype, device=device_of(theta))
     return lanczos(_part_product(net, theta, X, y, part), q0, k, which, max_iter, tol, return_vectors)
@@ -174,9 +261,10 @@ def _part_product(net, theta, X, y, part):
 
 
 def top_eigenvalues(net, theta, X, y, k=1, seed=0, tol=1e-6, max_iter=None):
-    """The ``k`` largest Hessian eigenvalues by Lanczos on HVPs (cheap: no ``P x P`` matrix)."""
-    return hessian_spectrum(net, theta, X, y, k=k, which="largest", method="lanczos", seed=seed, tol=tol,
-                            max_iter=max_iter)
+    """The ``k`` largest Hessian eigenvalues by Lanczos on HVPs (cheap: no ``P x P`` matrix): for ``k > 1`` block
+    Lanczos with ``k`` directions per step, each step one batched HVP."""
+    return hessian_spectrum(net, theta, X, y, k=k, which="largest", method="lanczos" if k == 1 else "block_lanczos",
+                            seed=seed, tol=tol, max_iter=max_iter)
 
 
 @dataclass

@@ -179,3 +179,15 @@ def test_hessian_factor_squares_to_the_loss_hessian():
         fn = ms.core.losses.get(loss)
         R = fn.hessian_factor(Z, y)
         np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), fn.hessian(Z, y), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("scale", [0.5, 2.0, 300.0])
+def test_value_and_grad_is_value_and_grad(loss, scale, rng):
+    """The fused call against the two separate ones (the same formulas, so equal to rounding), huge logits too."""
+    fn = losses.get(loss)
+    Z, y = make(loss, rng, scale=scale, n=9, k=5)
+    v, g = fn.value_and_grad(Z, y)
+    assert_allclose_relative(v, fn.value(Z, y), rtol=1e-14, atol=1e-300, what=f"{loss} value")
+    assert_allclose_relative(g, fn.grad(Z, y), rtol=1e-14, atol=1e-300, what=f"{loss} grad")
+    assert np.all(np.isfinite(v)) and np.all(np.isfinite(g))

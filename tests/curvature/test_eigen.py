@@ -213,3 +213,54 @@ def test_over_subsets_measures_disjoint_subsets(dense_problem):
     assert est.samples[0] == pytest.approx(first, rel=1e-12) and est.stderr == pytest.approx(est.samples.std(ddof=1))
     with pytest.raises(ValueError, match="disjoint subsets"):
         eigen.over_subsets(lambda Xs, ys: 0.0, X, y, num_subsets=7, subset_size=10)
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+@pytest.mark.parametrize("block", [1, 3, 4])
+def test_block_lanczos_matches_dense_eigh(problem, which, block):
+    net, theta, X, y = problem
+    H = net.hessian(theta, X, y)
+    w = np.linalg.eigvalsh(H)
+    expected = w[::-1][:4] if which == "largest" else w[:4]
+    s = eigen.hessian_spectrum(net, theta, X, y, k=4, which=which, method="block_lanczos", block=block, tol=TOL,
+                               return_vectors=True)
+    assert s.method == "block_lanczos" and 4 <= s.iterations <= net.num_params + block
+    np.testing.assert_allclose(s.values, expected, rtol=0, atol=EIG_RTOL * abs(w).max())
+    np.testing.assert_allclose(H @ s.vectors, s.vectors * s.values, rtol=0, atol=1e-8 * abs(w).max())
+    np.testing.assert_allclose(s.vectors.T @ s.vectors, np.eye(4), atol=1e-10)
+    # The stated residuals bound the true ones (to rounding).
+    true = np.linalg.norm(H @ s.vectors - s.vectors * s.values, axis=0)
+    assert np.all(true <= s.residuals + 1e-10 * abs(w).max())
+
+
+def test_block_lanczos_finds_a_repeated_eigenvalue():
+    """diag(5, 5, 5, 4, ...): in exact arithmetic one vector's Krylov space holds one eigenvector of the triple 5
+    (Lanczos finds the others only through rounding); a block of 3 holds all three."""
+    d = np.concatenate([[5.0, 5.0, 5.0], np.linspace(0.0, 4.0, 60)])
+    rng = np.random.default_rng(0)
+    s = eigen.block_lanczos(lambda V: d[:, None] * V, rng.standard_normal((d.size, 3)), k=4, tol=1e-12)
+    np.testing.assert_allclose(s.values, [5.0, 5.0, 5.0, 4.0], rtol=1e-10)
+
+
+def test_block_lanczos_exhausts_a_small_space_exactly():
+    A = np.random.default_rng(1).standard_normal((7, 7))
+    A = A + A.T
+    s = eigen.block_lanczos(lambda V: A @ V, np.eye(7, 3), k=7, tol=0.0)
+    np.testing.assert_allclose(s.values, np.linalg.eigvalsh(A)[::-1], rtol=0, atol=1e-12 * abs(A).max())
+
+
+def test_block_lanczos_without_convergence_carries_the_partial_result():
+    d = np.linspace(1.0, 2.0, 500)
+    with pytest.raises(ms.ConvergenceError) as info:
+        eigen.block_lanczos(lambda V: d[:, None] * V, np.ones((500, 2)) + np.eye(500, 2), k=2, max_iter=6,
+                            tol=1e-14)
+    assert info.value.partial.values.shape == (2,) and info.value.partial.iterations == 6
+
+
+def test_top_eigenvalues_uses_blocks_for_several(problem):
+    net, theta, X, y = problem
+    w = np.linalg.eigvalsh(net.hessian(theta, X, y))[::-1]
+    s = eigen.top_eigenvalues(net, theta, X, y, k=3, tol=TOL)
+    assert s.method == "block_lanczos"
+    np.testing.assert_allclose(s.values, w[:3], rtol=0, atol=EIG_RTOL * abs(w).max())
+    assert eigen.top_eigenvalues(net, theta, X, y, k=1).method == "lanczos"
