@@ -357,6 +357,11 @@ class BatchNormEval:
     def unflatten(self, theta):
         return self.net.unflatten(theta)
 
+    def to_torch(self, theta):
+        """An ``nn.Sequential`` in eval mode with these running statistics; see ``minisgd.core.interop``."""
+        from .interop import to_torch
+        return to_torch(self.net, theta, self.stats)
+
     # ---- checks ---------------------------------------------------------------------------------------------------
 
     def check_inputs(self, theta, X, y=None):

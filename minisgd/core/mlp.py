@@ -102,7 +102,8 @@ class MLP:
         return from_params(params, activation, loss, l2, dtype, device)
 
     def to_torch(self, theta):
-        """A PyTorch ``nn.Sequential`` computing ``self.forward(theta, X)``; see ``minisgd.core.interop``."""
+        """A PyTorch ``nn.Sequential`` computing ``self.forward(theta, X)`` (a BN net: in training mode); see
+        ``minisgd.core.interop``."""
         from .interop import to_torch
         return to_torch(self, theta)
 

@@ -226,3 +226,92 @@ def test_eval_net_equals_the_plain_net_of_the_folded_parameters(p):
     if p.net.loss_fn.name == "cross_entropy":
         expected = np.mean(direct_forward(p.net, p.theta, p.X, p.stats).argmax(1) == p.y)
         assert p.eval.accuracy(p.theta, p.X, p.y) == expected
+
+
+# ---- against torch.nn.BatchNorm1d and torch.func (skip without PyTorch, as in CI) -----------------------------------
+
+try:
+    import torch
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed (optional: pip install torch)")
+
+
+def torch_objective(p, model):
+    """The loss of ``model`` as a function of a flat tensor in minisgd's layout (so torch.func's derivatives come in
+    theta's order): each Linear's ``weight = W.T``, each BatchNorm1d's ``weight, bias = gamma, beta``."""
+    from torch.func import functional_call
+    net = p.net
+    Xt = torch.from_numpy(p.X)
+    yt = torch.from_numpy(p.y)
+    linear_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    bn_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+    def objective(flat):
+        params = {}
+        for name, layer in zip(linear_names, net.layers):
+            split = layer.start + layer.fan_in * layer.fan_out
+            params[f"{name}.weight"] = flat[layer.start:split].reshape(layer.fan_in, layer.fan_out).T
+            params[f"{name}.bias"] = flat[split:layer.stop]
+        for name, bn in zip(bn_names, net.bn_layers):
+            params[f"{name}.weight"] = flat[bn.start:bn.start + bn.width]
+            params[f"{name}.bias"] = flat[bn.start + bn.width:bn.stop]
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        out = functional_call(model, {**params, **buffers}, (Xt,))
+        data = (torch.nn.functional.cross_entropy(out, yt) if net.loss_fn.name == "cross_entropy"
+                else 0.5 * ((out - yt) ** 2).sum(dim=1).mean())
+        return data + 0.5 * net.l2 * (flat * flat).sum()
+    return objective
+
+
+@needs_torch
+def test_torch_training_mode_outputs_and_running_statistics(p):
+    model = p.net.to_torch(p.theta)
+    assert model.training
+    out = model(torch.from_numpy(p.X)).detach().numpy()  # updates torch's running statistics from (0, 1)
+    assert_allclose_relative(p.net.forward(p.theta, p.X), out, rtol=1e-12, relative_to="max")
+    _, _, batch = batchnorm.train_loss_and_grad(p.net, p.theta, p.X, p.y)
+    ours = batchnorm.update_running_statistics(p.net, p.net.initial_statistics(), batch, p.X.shape[0])
+    theirs = np.concatenate([t.numpy() for m in model if isinstance(m, torch.nn.BatchNorm1d)
+                             for t in (m.running_mean, m.running_var)])
+    assert_allclose_relative(ours, theirs, rtol=1e-12, relative_to="max")
+
+
+@needs_torch
+def test_torch_eval_mode_outputs_and_round_trip(p):
+    model = p.eval.to_torch(p.theta)
+    assert not model.training
+    out = model(torch.from_numpy(p.X)).detach().numpy()
+    assert_allclose_relative(p.eval.forward(p.theta, p.X), out, rtol=1e-12, relative_to="max")
+    net, theta = ms.MLP.from_torch(model, loss=p.net.loss_fn.name, l2=p.net.l2)
+    assert "eval mode" in repr(net) and np.array_equal(theta, p.theta) and np.array_equal(net.stats, p.stats)
+    trained, theta = ms.MLP.from_torch(model.train(), loss=p.net.loss_fn.name, l2=p.net.l2)
+    assert trained.batch_norm and np.array_equal(theta, p.theta)
+
+
+@needs_torch
+def test_torch_func_derivatives_in_both_modes(p):
+    from torch.func import grad, hessian
+    flat = torch.from_numpy(p.theta.copy())
+    train_model = p.net.to_torch(p.theta)
+    g = grad(torch_objective(p, train_model))(flat).numpy()
+    assert_allclose_relative(p.net.loss_and_grad(p.theta, p.X, p.y)[1], g, rtol=1e-10, relative_to="max")
+    eval_model = p.eval.to_torch(p.theta)
+    objective = torch_objective(p, eval_model)
+    assert p.eval.loss(p.theta, p.X, p.y) == pytest.approx(float(objective(flat)), rel=1e-12)
+    assert_allclose_relative(p.eval.loss_and_grad(p.theta, p.X, p.y)[1], grad(objective)(flat).numpy(), rtol=1e-10,
+                             relative_to="max")
+    assert_allclose_relative(p.eval.hessian(p.theta, p.X, p.y), hessian(objective)(flat).numpy(), rtol=1e-10,
+                             relative_to="max")
+
+
+@needs_torch
+def test_from_torch_refuses_batch_norm_it_cannot_represent():
+    nn = torch.nn
+    with pytest.raises(ms.errors.UnsupportedModelError, match="between a Linear"):
+        ms.MLP.from_torch(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.BatchNorm1d(4), nn.Linear(4, 2)))
+    with pytest.raises(ms.errors.UnsupportedModelError, match="momentum"):
+        ms.MLP.from_torch(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=0.2), nn.ReLU(), nn.Linear(4, 2)))
+    with pytest.raises(ms.errors.UnsupportedModelError, match="every hidden layer"):
+        ms.MLP.from_torch(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(),
+                                        nn.Linear(4, 2)))
