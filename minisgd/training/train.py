@@ -38,7 +38,9 @@ The history is a dict of lists:
 * per measurement (:mod:`minisgd.training.callbacks`): ``name`` and ``name + "_step"``.
 
 Stopping: an epoch budget, a step budget, an example budget (a step that would exceed it is not taken), a target
-training loss (checked at each evaluation), or a measurement raising ``StopTraining``. The run ends with an
+training loss (checked at each evaluation), a plateau (``plateau_patience``: none of the last ``patience``
+evaluations of the training loss improved on the best before them by a relative ``plateau_tol``; Keskar et al.'s
+"until the loss function ceased to improve", made a rule), or a measurement raising ``StopTraining``. The run ends with an
 evaluation (if the last one was earlier) and a checkpoint (if ``out`` is set). A run stopped by a budget and
 resumed with a larger one keeps that final evaluation, which the longer run alone would have made only if it fell
 on its evaluation schedule; an interrupted run resumes to an identical history.
@@ -64,7 +66,8 @@ from .schedules import as_batch_schedule, as_lr_schedule, describe, lr_unit
 
 EVAL_UNITS = ("step", "epoch")
 # Keys that may differ when resuming: the budgets (to extend a run) and where / how often to checkpoint.
-RESUMABLE_CHANGES = ("epochs", "max_steps", "max_examples", "target_loss", "checkpoint_every", "out")
+RESUMABLE_CHANGES = ("epochs", "max_steps", "max_examples", "target_loss", "plateau_patience", "checkpoint_every",
+                     "out")
 
 
 
@@ -86,6 +89,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many updates
     max_examples: int | None = None  # stop before a step that would take the examples processed past this
     target_loss: float | None = None  # stop once the evaluated training loss is <= this
+    plateau_patience: int | None = None  # stop once this many evaluations gave no relative improvement plateau_tol
+    plateau_tol: float = 1e-3  # relative improvement of the best training loss that counts for plateau_patience
     seed: int = 0  # seeds the minibatch sequence (the initial theta is the caller's)
     eval_every: int | None = 1  # evaluate every this many eval_units (and at step 0 and the end); None: at the end
     eval_unit: str = "epoch"  # "epoch" or "step"
@@ -110,6 +115,12 @@ class TrainConfig:
             if value is not None and (int(value) != value or value < (1 if name in ("eval_every", "checkpoint_every",
                                                                                      "eval_subset") else 0)):
                 raise ValueError(f"{name} must be a non-negative integer (or None), got {value!r}")
+        if self.plateau_patience is not None and (int(self.plateau_patience) != self.plateau_patience
+                                                  or self.plateau_patience < 1 or self.eval_every is None):
+            raise ValueError(f"plateau_patience must be an integer >= 1 (evaluations), with eval_every set; got "
+                             f"{self.plateau_patience!r} with eval_every={self.eval_every!r}")
+        if not 0 <= self.plateau_tol < 1:
+            raise ValueError(f"plateau_tol must lie in [0, 1), got {self.plateau_tol!r}")
         if all(getattr(self, k) is None for k in ("epochs", "max_steps", "max_examples", "target_loss")):
             raise ValueError("set a budget: epochs, max_steps, max_examples or target_loss")
         if self.checkpoint_every is not None and self.out is None:
@@ -173,7 +184,7 @@ class TrainResult:
     step: int  # updates done
     epoch: int  # epochs completed
     examples: int  # examples processed in all
-    stop_reason: str  # "epochs", "max_steps", "max_examples", "target_loss" or "callback"
+    stop_reason: str  # "epochs", "max_steps", "max_examples", "target_loss", "plateau" or "callback"
     wall_time: float  # seconds, resumed legs included
     bn_stats: object = None  # (S,) running statistics of a batch-normalized net (net.eval_mode(bn_stats)), else None
 
@@ -254,6 +265,14 @@ def evaluate(net, theta, X, y, chunk=8192):
             correct += int(xp.sum(xp.astype(xp.argmax(Z, axis=1) == yc, xp.int64)))
     loss = total / N + (0.5 * net.l2 * float(xp.sum(theta * theta)) if net.l2 else 0.0)
     return loss, (correct / N if classify else None)
+
+
+def plateaued(losses, patience, tol):
+    r"""Whether the last ``patience`` values of ``losses`` (one per evaluation) all stayed above
+    :math:`(1 - 	ext{tol}) \min(	ext{the earlier ones})`: the loss ceased to improve."""
+    if len(losses) <= patience:
+        return False
+    return min(losses[-patience:]) > (1.0 - tol) * min(losses[:-patience])
 
 
 def _floats(xp, *scalars):
@@ -533,7 +552,8 @@ class _Run:
         return reason
 
     def evaluate(self):
-        """Loss (and accuracy) on every split, appended to the history; ``"target_loss"`` once it is reached."""
+        """Loss (and accuracy) on every split, appended to the history; ``"target_loss"`` once it is reached,
+        ``"plateau"`` once the training loss ceased to improve (:func:`plateaued`)."""
         cfg, c = self.cfg, self.c
         values = {"eval_step": c.step, "eval_epoch": c.epoch, "eval_examples": c.examples}
         for split, Xs, ys in self.eval_sets:
@@ -550,7 +570,10 @@ class _Run:
         _append(self.history, values)
         self.postfix.update({k: f"{v:.4g}" for k, v in values.items() if k[-4:] in ("loss", "_acc")})
         self.bar.set_postfix(self.postfix, refresh=False)
-        return "target_loss" if cfg.target_loss is not None and values["train_loss"] <= cfg.target_loss else None
+        if cfg.target_loss is not None and values["train_loss"] <= cfg.target_loss:
+            return "target_loss"
+        return "plateau" if cfg.plateau_patience and plateaued(self.history["train_loss"], cfg.plateau_patience,
+                                                               cfg.plateau_tol) else None
 
     # ---- storage and failure -----------------------------------------------------------------------------------
 

@@ -409,3 +409,18 @@ def test_bn_callbacks_measure_the_eval_mode_net():
     train(net, net.init(0), (X, y), TrainConfig(optimizer="adam", lr=1e-2, epochs=1, batch_size=30),
           callbacks=[every(1, grab)], progress=False)
     assert seen and all("eval mode" in repr(n) for n in seen)
+
+
+def test_plateau_rule_stops_when_the_loss_ceased_to_improve():
+    from minisgd.training.train import plateaued
+    assert not plateaued([3.0, 2.0, 1.0], 2, 1e-3)
+    assert plateaued([3.0, 1.0, 0.9995, 0.9992], 2, 1e-3)  # 0.9992 > 0.999 * 1.0: less than 1e-3 better
+    assert not plateaued([3.0, 1.0, 0.9995, 0.998], 2, 1e-3)
+    net, theta0, X, y = least_squares()  # GD on a quadratic converges: the loss stops improving
+    result = train(net, theta0, (X, y), TrainConfig(optimizer="sgd", lr=0.3, sampling="full", epochs=500,
+                                                    plateau_patience=3), progress=False)
+    losses = result.history["train_loss"]
+    assert result.stop_reason == "plateau" and result.epoch < 500
+    assert plateaued(losses, 3, 1e-3) and not plateaued(losses[:-1], 3, 1e-3)
+    with pytest.raises(ValueError, match="plateau_patience"):
+        TrainConfig(epochs=1, plateau_patience=0)
