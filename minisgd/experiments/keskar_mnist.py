@@ -21,7 +21,7 @@ Tables 2-4, network F1, reproduced on the CPU. For each optimizer and seed, one 
 The network (``network``): ``"mlp"`` (default) keeps F1's width and activation with two hidden layers and no
 normalization, 784-512-512-10 (P = 669,706, He init): the classic MNIST MLP, whose 20-epoch runs and
 Hessian-vector products fit the CPU budget (1-1.5 min a training run on one core). ``"f1"`` is the paper's F1 as
-published (their Appendix B.1): 784 -> 5 x [512, batch normalization, ReLU] -> 10 (P = 1,332,234 with each BN
+published (their Appendix B.1): 784 -> 5 x [512, batch normalization, ReLU] -> 10 (P = 1,462,794 with each BN
 layer's scale and shift), trained with batch statistics; with ``plateau_patience`` set each regime trains until
 its training loss ceased to improve (:func:`minisgd.training.train.plateaued`), ``epochs`` being a cap. **F1 is
 measured in eval mode**, with the final running statistics of its own run: there the network is a function of
