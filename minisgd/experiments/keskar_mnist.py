@@ -18,12 +18,17 @@ Tables 2-4, network F1, reproduced on the CPU. For each optimizer and seed, one 
    theta(alpha) = alpha theta_LB + (1 - alpha) theta_SB, alpha in [-1, 2], 25 points, train on a fixed subset of
    10,000 images and test on all 10,000.
 
-The network: the paper's F1 is a fully connected MNIST network of 5 hidden layers of 512 ReLU units with batch
-normalization (their Table 1). minisgd has no batch normalization, so F1 itself is out of reach; we keep its width
-and activation and use two hidden layers, 784-512-512-10 (P = 669,706, He init): the classic MNIST MLP, which
-trains reliably without normalization, and whose 20-epoch runs and Hessian-vector products fit the CPU budget
-(1-1.5 min a training run on one core; five layers would be P = 1.46M, 2.2x the cost per step). Training is in
-float32 (half the time); every measurement is in float64.
+The network (``network``): ``"mlp"`` (default) keeps F1's width and activation with two hidden layers and no
+normalization, 784-512-512-10 (P = 669,706, He init): the classic MNIST MLP, whose 20-epoch runs and
+Hessian-vector products fit the CPU budget (1-1.5 min a training run on one core). ``"f1"`` is the paper's F1 as
+published (their Appendix B.1): 784 -> 5 x [512, batch normalization, ReLU] -> 10 (P = 1,462,794 with each BN
+layer's scale and shift), trained with batch statistics; with ``plateau_patience`` set each regime trains until
+its training loss ceased to improve (:func:`minisgd.training.train.plateaued`), ``epochs`` being a cap. **F1 is
+measured in eval mode**, with the final running statistics of its own run: there the network is a function of
+theta alone, as metric 2.1's maximization over a box around theta and the Hessian require (in training mode the
+loss at theta depends on which batch normalizes it). The parametric plot of F1 recomputes, at each alpha, the
+normalization statistics on its training subset (neither end's running statistics belong to the points between).
+Training is in float32 (half the time); every measurement is in float64.
 
 ``--set epochs=25 decay_epochs=5`` adds five epochs at a tenth of the learning rate to both regimes, which settles
 the last iterate of small-batch Adam (its test accuracy otherwise varies by +-0.3 points with where the final step
@@ -51,6 +56,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..core import batchnorm
 from ..training.train import evaluate, train, TrainConfig
 from ..curvature.landscape import interpolate
 from ..training.schedules import StepDecay
@@ -90,6 +96,8 @@ def _paper_line():
 class Config:
     """keskar-mnist; the defaults are the full-size run (about 20 min with --jobs 2 on 2 cores)."""
 
+    network: str = "mlp"  # "mlp": the hidden widths below; "f1": the paper's 5 x [512, BN, ReLU] (sets both keys)
+    batch_norm: bool = False  # batch normalization on every hidden layer (Linear -> BN -> activation)
     hidden: tuple[int, ...] = (512, 512)  # hidden widths (ReLU): 784-512-512-10, F1's width without its BN
     activation: str = "relu"  # hidden nonlinearity
     init: str = "he"  # initializer ("lecun", "glorot", "he")
@@ -102,6 +110,7 @@ class Config:
     sgd_lr: float = 0.1  # plain SGD step size
     epochs: int = 20  # epochs for both SB and LB, from the same start (the paper's code: 20); the cap with target_loss
     target_loss: float | None = None  # train each regime until its training loss is <= this; None: `epochs` epochs
+    plateau_patience: int | None = None  # or until it ceased to improve (rel. 1e-3 in this many epochs); `epochs` caps
     decay_epochs: int = 0  # lr / 10 for the last this many epochs, in both regimes; 0: constant (the paper's code)
     dtype: str = "float32"  # training dtype; every measurement is made in float64
     sharpness_examples: int | None = 5000  # fixed training subset for sharpness and eigenvalue; None: all
@@ -123,11 +132,15 @@ class Config:
             raise ConfigError("decay_epochs needs a fixed budget of epochs: set target_loss=none, or decay_epochs=0")
         if self.small_batch > (self.n_train or 60000):
             raise ConfigError(f"small_batch must be at most n_train = {self.n_train}, got {self.small_batch}")
+        if self.network not in NETWORKS:
+            raise ConfigError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
         if self.alpha_min >= self.alpha_max:
             raise ConfigError(f"alpha_min must be below alpha_max = {self.alpha_max}, got {self.alpha_min}")
 
 
-CHECKS = {"optimizers": one_of("adam", "sgd"), "decay_epochs": at_least(0), "alphas": at_least(2),
+NETWORKS = ("mlp", "f1")
+F1_HIDDEN = (512,) * 5  # the paper's Appendix B.1
+CHECKS = {"network": one_of(*NETWORKS), "optimizers": one_of("adam", "sgd"), "decay_epochs": at_least(0), "alphas": at_least(2),
           "large_fraction": between(0, 1, low_open=True), "alpha_min": ANY, "alpha_max": ANY}
 
 # The quick run: MNIST at 14x14 with 10% of the training set and a narrower network, SB 32 and LB 600, each
@@ -138,6 +151,8 @@ QUICK = dict(n_train=6000, pool=2, hidden=(128, 128), small_batch=32, optimizers
 
 def grid(config):
     base = {k: v for k, v in asdict(config).items() if k not in ("optimizers", "seeds", "seed")}
+    if config.network == "f1":
+        base["hidden"], base["batch_norm"] = F1_HIDDEN, True
     return [{**base, "optimizer": opt, "seed": config.seed + s} for opt in config.optimizers
             for s in range(config.seeds)]
 
@@ -157,10 +172,30 @@ def _measure(net, theta, Xs, ys, eps_list, basis, maxiter, seed):
     return out
 
 
+class _Recalibrated:
+    """A BN net evaluated with the normalization statistics of ``X_ref`` recomputed at each theta (for the parametric
+    plot, whose points between two runs have no running statistics of their own); what ``interpolate`` needs."""
+
+    def __init__(self, net, X_ref):
+        self.net, self.X_ref, self.loss_fn, self.l2 = net, X_ref, net.loss_fn, net.l2
+
+    def _at(self, theta):
+        return self.net.eval_mode(batchnorm.train_forward(self.net, theta, self.X_ref).statistics)
+
+    def loss(self, theta, X, y):
+        return self._at(theta).loss(theta, X, y)
+
+    def accuracy(self, theta, X, y):
+        return self._at(theta).accuracy(theta, X, y)
+
+    def per_example_losses(self, theta, X, y):
+        return self._at(theta).per_example_losses(theta, X, y)
+
+
 def run_point(point):
     """Train SB and LB from one start with one optimizer; measure both; the parametric curve between them."""
     p = point
-    net, theta0, (X, y, Xt, yt) = mnist_network(p)
+    net, theta0, (X, y, Xt, yt) = mnist_network(p, batch_norm=p.get("batch_norm", False))
     N = X.shape[0]
     large = int(round(p["large_fraction"] * N))
     lr = p["adam_lr"] if p["optimizer"] == "adam" else p["sgd_lr"]
@@ -176,22 +211,26 @@ def run_point(point):
     target = p.get("target_loss")
     out, thetas = {"num_params": net.num_params, "n_train": N}, {}
     for regime, batch in (("sb", p["small_batch"]), ("lb", large)):
+        plateau = p.get("plateau_patience")
         cfg = TrainConfig(optimizer=p["optimizer"], lr=lr, batch_size=batch, epochs=p["epochs"], target_loss=target,
-                          seed=p["seed"], eval_every=None if target is None else 1)
+                          plateau_patience=plateau, seed=p["seed"],
+                          eval_every=None if target is None and plateau is None else 1)
         result = train(net, theta0, (X, y), cfg, progress=False)
         h = result.history
-        test_loss, test_acc = evaluate(net, result.theta, Xt, yt)
+        measured = net.eval_mode(result.bn_stats) if net.batch_norm else net  # F1: eval mode (module docstring)
+        test_loss, test_acc = evaluate(measured, result.theta, Xt, yt)
         out[regime] = {"batch_size": batch, "steps": result.step, "epochs": result.epoch,
                        "stop_reason": result.stop_reason, "train_seconds": result.wall_time,
                        "train_loss": h["train_loss"][-1], "train_acc": h["train_acc"][-1],
                        "test_loss": test_loss, "test_acc": test_acc,
                        "epoch_loss": epoch_means(h), "theta_norm": float(np.linalg.norm(host(result.theta))),
                        "distance_from_init": float(np.linalg.norm(host(result.theta - theta0))),
-                       **_measure(net, result.theta, Xs, ys, p["eps"], basis, p["sharpness_maxiter"], p["seed"])}
+                       **_measure(measured, result.theta, Xs, ys, p["eps"], basis, p["sharpness_maxiter"], p["seed"])}
         thetas[regime] = result.theta
     out["distance_sb_lb"] = float(np.linalg.norm(host(thetas["lb"] - thetas["sb"])))
     idx = subset_indices(N, p["interp_train_examples"], seed=1)
-    curve = interpolate(net, thetas["sb"], thetas["lb"], (take(X, idx), take(y, idx), Xt, yt),
+    along = _Recalibrated(net, take(X, idx)) if net.batch_norm else net
+    curve = interpolate(along, thetas["sb"], thetas["lb"], (take(X, idx), take(y, idx), Xt, yt),
                         alphas=np.linspace(p["alpha_min"], p["alpha_max"], p["alphas"]))
     out["parametric"] = {k: host(getattr(curve, k)) for k in
                          ("alphas", "train_loss", "test_loss", "train_accuracy", "test_accuracy")}
@@ -201,6 +240,8 @@ def run_point(point):
 # ---- summary -----------------------------------------------------------------------------------------------------
 
 def _arch(config):
+    if config.network == "f1":
+        return f"{(28 // config.pool) ** 2}-5x[512 BN]-10 (F1, measured in eval mode)"
     return "-".join(map(str, [(28 // config.pool) ** 2, *config.hidden, 10]))
 
 
@@ -212,7 +253,10 @@ def _values(records, regime, key, scale=1.0):
 def _protocol(config, records):
     r = records[0]["result"]
     lb = r["lb"]["batch_size"]
-    if config.target_loss is None:
+    if config.plateau_patience is not None:
+        stop = (f"each trained from the same start until its training loss ceased to improve (no relative improvement "
+                f"of 1e-3 over {config.plateau_patience} epochs), at most {config.epochs} epochs")
+    elif config.target_loss is None:
         stop = (f"{config.epochs} epochs each from the same start"
                 f"{f' (lr / 10 for the last {config.decay_epochs})' if config.decay_epochs else ', constant lr'}")
     else:

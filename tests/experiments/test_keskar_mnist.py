@@ -115,3 +115,31 @@ def test_config_rules_between_keys():
     with pytest.raises(ValueError, match="alpha_min must be below alpha_max"):
         sc.config(alpha_min=2.0, alpha_max=1.0)
     assert sc.config(alpha_min=-3.0).alpha_min == -3.0  # any finite value
+
+
+def test_f1_is_five_batch_normalized_layers_of_512():
+    config = keskar_mnist.SCENARIO.config(quick=True, network="f1")
+    point = keskar_mnist.grid(config)[0]
+    assert point["hidden"] == (512,) * 5 and point["batch_norm"]
+    with pytest.raises(Exception, match="network"):
+        keskar_mnist.SCENARIO.config(quick=True, network="f2")
+
+
+@needs_mnist
+def test_a_batch_normalized_point_trains_to_a_plateau_and_measures_in_eval_mode():
+    """The F1 code path (BN training, eval-mode measurements, recalibrated parametric plot) on a small BN net."""
+    config = keskar_mnist.SCENARIO.config(quick=True, batch_norm=True, hidden=(32, 32), n_train=600, epochs=12,
+                                          target_loss=None, plateau_patience=2, small_batch=32,
+                                          sharpness_examples=200, subspace_dim=5, alphas=3,
+                                          interp_train_examples=300, seeds=1, sharpness_maxiter=3)
+    r = keskar_mnist.run_point(keskar_mnist.grid(config)[0])
+    assert r["num_params"] == 197 * 32 + 33 * 32 + 33 * 10 + 4 * 32
+    for regime in ("sb", "lb"):
+        m = r[regime]
+        assert m["stop_reason"] in ("plateau", "epochs") and m["train_acc"] > 0.7 and 0.6 < m["test_acc"] <= 1
+        assert m["top_eigenvalue"] > 0 and np.isfinite(m["full_0.001"]) and m["full_0.001"] >= 0
+    assert r["sb"]["epochs"] <= 12 and r["lb"]["epochs"] <= 12
+    par = r["parametric"]
+    i0 = int(np.argmin(np.abs(par["alphas"])))
+    # at alpha = 0 the statistics are recomputed on a training subset, not SB's running ones: close, not equal
+    assert par["test_accuracy"][i0] == pytest.approx(r["sb"]["test_acc"], abs=0.05)
