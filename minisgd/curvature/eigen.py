@@ -65,8 +65,9 @@ def _lanczos_iterations(matvec, q0, max_iter):
     for j in range(max_iter):
         w = matvec(Q[j, :])
         alpha = xp.sum(w * Q[j, :])
-        for _ in range(2):
-            w = w - (Q[: j + 1, :].T @ (Q[: j + 1, :] @ w))
+        with blas_threads(2.0 * P * (j + 1)):  # matrix-vector products against the basis
+            for _ in range(2):
+                w = w - (Q[: j + 1, :].T @ (Q[: j + 1, :] @ w))
         # the step's one device-to-host copy: the Ritz values on the host need alpha_j and beta_j
         alpha, beta = (float(v) for v in to_numpy(xp.stack([alpha, xp.linalg.vector_norm(w)])))
         alphas.append(alpha)
@@ -121,26 +122,29 @@ Vert \le \mathrm{tol} \cdot \max_j |	heta_j|`, or the Krylov space is exhausted.
     if not 1 <= k <= P:
         raise ValueError(f"k must lie in [1, P = {P}], got {k}")
     max_iter = min(P, max(4 * k + 40, 100) + b) if max_iter is None else min(P, max(k, max_iter))
-    Q = xp.zeros((P, min(P, max_iter + b)), dtype=Q0.dtype, device=device_of(Q0))
-    T = np.zeros((Q.shape[1], Q.shape[1]))
-    Q[:, :b], _ = xp.linalg.qr(Q0)
-    m, width = 0, b  # m: basis columns before the current block; width: the current block's columns
+    # The basis as rows (like lanczos's Q): each block is a contiguous (width, P) slab, its transpose what
+    # matmat takes; a column layout made every block a strided slice of a wide matrix (5x slower).
+    Q = xp.zeros((min(P, max_iter + b), P), dtype=Q0.dtype, device=device_of(Q0))
+    T = np.zeros((Q.shape[0], Q.shape[0]))
+    Q[:b, :] = xp.linalg.qr(Q0)[0].T
+    m, width = 0, b  # m: basis vectors before the current block; width: the current block's vectors
     while True:
         block, m_next = slice(m, m + width), m + width
-        W = matmat(Q[:, block])  # (P, width): one batched HVP
-        A = Q[:, block].T @ W
-        for _ in range(2):  # "twice is enough": W orthogonal to the whole basis to rounding
-            basis = Q[:, :m_next]
-            W = W - basis @ (basis.T @ W)
-        room = min(b, Q.shape[1] - m_next)  # the basis never outgrows P (nor max_iter + b) columns
-        if room < width:  # W spans at most `room` new directions: keep its leading singular vectors
-            Qn = xp.linalg.svd(W, full_matrices=False)[0][:, :room]
-        else:
-            Qn, _ = xp.linalg.qr(W)
-            basis = Q[:, :m_next]
-            Qn, _ = xp.linalg.qr(Qn - basis @ (basis.T @ Qn))  # a rank-deficient W leaves noise columns in Qn
-        B = Qn.T @ W  # (room, width): T's block below the diagonal, exact for whatever Qn spans
-        Q[:, m_next:m_next + room] = Qn
+        W = matmat(Q[block, :].T).T  # (width, P): one batched HVP
+        room = min(b, Q.shape[0] - m_next)  # the basis never outgrows P (nor max_iter + b) vectors
+        with blas_threads(2.0 * P * m_next * width):  # thin GEMMs against the basis: threads only when worth it
+            A = Q[block, :] @ W.T
+            for _ in range(2):  # "twice is enough": W orthogonal to the whole basis to rounding
+                basis = Q[:m_next, :]
+                W = W - (W @ basis.T) @ basis
+            if room < width:  # W spans at most `room` new directions: keep its leading singular vectors
+                Qn = xp.linalg.svd(W, full_matrices=False)[2][:room, :]
+            else:
+                Qn = xp.linalg.qr(W.T)[0].T
+                basis = Q[:m_next, :]
+                Qn = xp.linalg.qr((Qn - (Qn @ basis.T) @ basis).T)[0].T  # a rank-deficient W leaves noise rows
+            B = Qn @ W.T  # (room, width): T's block below the diagonal, exact for whatever Qn spans
+        Q[m_next:m_next + room, :] = Qn
         A, B = (np.asarray(to_numpy(M), dtype=np.float64) for M in (A, B))  # the step's device-to-host copy
         T[block, block] = 0.5 * (A + A.T)
         T[m_next:m_next + room, block] = B
@@ -153,11 +157,11 @@ Vert \le \mathrm{tol} \cdot \max_j |	heta_j|`, or the Krylov space is exhausted.
             scale = max(abs(theta).max(), np.finfo(np.float64).tiny)
             exhausted = m_next >= P or np.linalg.norm(B) <= 1e-12 * scale  # invariant subspace: Ritz values exact
             if exhausted or np.all(bounds <= tol * scale):
-                return _block_spectrum(Q[:, :m_next], theta, S, bounds, m_next, which, return_vectors)
+                return _block_spectrum(Q[:m_next, :], theta, S, bounds, m_next, which, return_vectors)
         m, width = m_next, room
         if m >= max_iter or room == 0:
             break
-    partial = _block_spectrum(Q[:, :m], theta, S, bounds, m, which, return_vectors)
+    partial = _block_spectrum(Q[:m, :], theta, S, bounds, m, which, return_vectors)
     raise ConvergenceError(
         f"block Lanczos did not converge in {m} products: residual bounds {bounds} against tolerance "
         f"{tol:g} x {max(abs(theta)):.3g}; raise max_iter or tol (the partial result is in .partial)", partial)
@@ -167,7 +171,7 @@ def _block_spectrum(Q, theta, S, bounds, iterations, which, return_vectors):
     vectors = None
     if return_vectors:
         xp = namespace(Q)
-        vectors = Q @ xp.asarray(S, dtype=Q.dtype, device=device_of(Q))  # (P, k)
+        vectors = Q.T @ xp.asarray(S, dtype=Q.dtype, device=device_of(Q))  # (P, k)
     return Spectrum(values=theta, vectors=vectors, method="block_lanczos", iterations=iterations,
                     residuals=bounds, which=which)
 
@@ -279,7 +283,36 @@ class SpectralDensity:
     sigma: float
 
 
-def spectral_density(net, theta, X, y, num_probes=10, steps=80, grid_size=1000, sigma=None, seed=0):
+def _probe_lanczos(matmat, Q0, steps):
+    r"""Lanczos with full reorthogonalization (twice) run for ``b`` independent start vectors at once, the rows of
+    ``Q0: (b, P)``: per step one batched product ``matmat(V: (P, b))``, each probe reorthogonalized against its own
+    basis only. Returns ``(alphas, betas, sizes)``: ``(b, steps)`` arrays of each probe's tridiagonal and how many
+    steps each took before its Krylov space was exhausted (then its later entries are 0)."""
+    xp = namespace(Q0)
+    b, P = Q0.shape
+    Q = xp.zeros((b, steps + 1, P), dtype=Q0.dtype, device=device_of(Q0))
+    Q[:, 0, :] = Q0 / xp.linalg.vector_norm(Q0, axis=1, keepdims=True)
+    alphas, betas = np.zeros((b, steps)), np.zeros((b, steps))
+    sizes = np.full(b, steps)
+    for j in range(steps):
+        W = matmat(Q[:, j, :].T).T  # (b, P): one batched HVP for every probe's step
+        alpha = xp.sum(W * Q[:, j, :], axis=1)
+        with blas_threads(2.0 * b * P * (j + 1)):
+            for _ in range(2):
+                basis = Q[:, :j + 1, :]  # (b, j + 1, P)
+                W = W - xp.matmul(xp.permute_dims(basis, (0, 2, 1)), xp.matmul(basis, W[:, :, None]))[:, :, 0]
+        beta = xp.linalg.vector_norm(W, axis=1)
+        alphas[:, j], betas[:, j] = (np.asarray(to_numpy(v), dtype=np.float64) for v in (alpha, beta))
+        done = (sizes == steps) & (betas[:, j] <= 1e-12 * np.max(np.abs(alphas[:, :j + 1]), axis=1))
+        sizes[done] = j + 1  # Krylov space exhausted: the quadrature is exact; this probe stops here
+        live = xp.asarray((sizes == steps).astype(np.float64)[:, None], dtype=Q0.dtype, device=device_of(Q0))
+        Q[:, j + 1, :] = live * W / xp.where(beta > 0, beta, 1.0)[:, None]
+    for p in range(b):
+        alphas[p, sizes[p]:] = betas[p, sizes[p]:] = 0.0
+    return alphas, betas, sizes
+
+
+def spectral_density(net, theta, X, y, num_probes=10, steps=80, grid_size=1000, sigma=None, seed=0, batch=None):
     r"""Eigenvalue density of the Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019).
 
     For a unit probe :math:`q`, ``steps`` Lanczos steps give :math:`T_m = S \Theta S^T`; then
@@ -288,22 +321,28 @@ def spectral_density(net, theta, X, y, num_probes=10, steps=80, grid_size=1000, 
     :math:`\frac1P \mathrm{tr} f(H)`; with :math:`f` a Gaussian kernel of width ``sigma`` (default: 1% of
     the spectral range) it gives the density :math:`\phi(t) = \frac1P \sum_j \mathcal N(t; \lambda_j, \sigma^2)`,
     which integrates to one.
+
+    The probes run ``batch`` at a time (default: as many as a quarter of the free memory holds, their bases
+    being ``(steps + 1, P)`` each), every step one batched HVP for all of them.
     """
     xp = namespace(theta)
     P = net.num_params
     steps = min(steps, P)
+    if batch is None:
+        basis_bytes = (steps + 1) * P * (4 if theta.dtype == xp.float32 else 8)
+        batch = max(1, min(num_probes, int(available_memory(xp) // (4 * basis_bytes))))
     rng = np.random.default_rng(seed)
-    matvec = net.hvp_operator(theta, X, y)
+    matmat = net.hvp_operator(theta, X, y)
     nodes = np.zeros((num_probes, steps))
     weights = np.zeros((num_probes, steps))
-    for p in range(num_probes):
-        q0 = xp.asarray(rng.standard_normal(P), dtype=theta.dtype, device=device_of(theta))
-        for m, alphas, betas, _ in _lanczos_iterations(matvec, q0, steps):
-            if betas[-1] <= 1e-12 * max(abs(a) for a in alphas):
-                break  # Krylov space exhausted: the quadrature is exact
-        T = np.diag(alphas) + np.diag(betas[: m - 1], 1) + np.diag(betas[: m - 1], -1)
-        theta_p, S = np.linalg.eigh(T)
-        nodes[p, :m], weights[p, :m] = theta_p, S[0, :] ** 2
+    for p0 in range(0, num_probes, batch):
+        probes = np.stack([rng.standard_normal(P) for _ in range(min(batch, num_probes - p0))])  # one probe at a time
+        alphas, betas, sizes = _probe_lanczos(matmat, xp.asarray(probes, dtype=theta.dtype, device=device_of(theta)),
+                                              steps)
+        for p, (a, bt, m) in enumerate(zip(alphas, betas, sizes), start=p0):
+            T = np.diag(a[:m]) + np.diag(bt[: m - 1], 1) + np.diag(bt[: m - 1], -1)
+            theta_p, S = np.linalg.eigh(T)
+            nodes[p, :m], weights[p, :m] = theta_p, S[0, :] ** 2
     lo, hi = nodes[weights > 0].min(), nodes[weights > 0].max()
     sigma = 0.01 * max(hi - lo, 1e-12) if sigma is None else sigma
     grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, grid_size)

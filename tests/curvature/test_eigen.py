@@ -264,3 +264,28 @@ def test_top_eigenvalues_uses_blocks_for_several(problem):
     assert s.method == "block_lanczos"
     np.testing.assert_allclose(s.values, w[:3], rtol=0, atol=EIG_RTOL * abs(w).max())
     assert eigen.top_eigenvalues(net, theta, X, y, k=1).method == "lanczos"
+
+
+def test_slq_in_batches_of_probes_is_slq_one_probe_at_a_time(dense_problem):
+    """The probes share each step's batched HVP but not their bases: any batch gives the same quadrature."""
+    net, theta, X, y, H = dense_problem
+    one = eigen.spectral_density(net, theta, X, y, num_probes=5, steps=12, seed=2, batch=1)
+    for batch in (2, 5):
+        many = eigen.spectral_density(net, theta, X, y, num_probes=5, steps=12, seed=2, batch=batch)
+        scale = np.linalg.norm(H, 2)
+        np.testing.assert_allclose(many.nodes, one.nodes, rtol=0, atol=1e-9 * scale)
+        np.testing.assert_allclose(many.weights, one.weights, rtol=0, atol=1e-9)
+
+
+def test_probe_lanczos_stops_each_probe_where_its_krylov_space_ends():
+    """diag(1, 2, 3) padded with copies: a probe in span(e1, e2) exhausts after 2 steps, one with all of
+    1, 2, 3 after 3; both run in the same batch of 5 steps, and their tridiagonals hold the exact eigenvalues."""
+    d = np.array([1.0, 2.0, 3.0, 3.0, 2.0, 1.0])
+    Q0 = np.array([[1.0, 1.0, 0, 0, 0, 0], [1.0, 1.0, 1.0, 0, 0, 0]])
+    alphas, betas, sizes = eigen._probe_lanczos(lambda V: d[:, None] * V, Q0, 5)
+    assert list(sizes) == [2, 3]
+    for p, expected in ((0, [1.0, 2.0]), (1, [1.0, 2.0, 3.0])):
+        m = sizes[p]
+        T = np.diag(alphas[p, :m]) + np.diag(betas[p, :m - 1], 1) + np.diag(betas[p, :m - 1], -1)
+        np.testing.assert_allclose(np.linalg.eigvalsh(T), expected, rtol=0, atol=1e-12)
+        assert np.all(alphas[p, m:] == 0)
