@@ -52,11 +52,14 @@ SGD is not in the paper's tables). With plain SGD, LB makes 200 updates of step 
 far from a minimizer; the summary says so when its training accuracy is low, because then its test accuracy
 measures optimization, not generalization.
 """
+import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..core import batchnorm
+from ..training import checkpoint as ckpt
 from ..training.train import evaluate, train, TrainConfig
 from ..curvature.landscape import interpolate
 from ..training.schedules import StepDecay
@@ -124,6 +127,7 @@ class Config:
     seed: int = 0  # first seed (init, batch order, random subspace)
     seeds: int = 5  # number of seeds: seed, seed + 1, ...
     device: str = "cpu"  # "cpu" or "gpu"
+    train_checkpoints: str | None = None  # a folder: each regime's training checkpoints there every epoch and resumes
 
     def __post_init__(self):
         if not 0 <= self.decay_epochs < self.epochs:
@@ -192,6 +196,15 @@ class _Recalibrated:
         return self._at(theta).per_example_losses(theta, X, y)
 
 
+def _checkpoint_folder(point, regime):
+    """Where ``regime``'s training of ``point`` checkpoints (``train_checkpoints/OPTIMIZER-seedS/REGIME``), or ``None``.
+
+    A point is otherwise all-or-nothing: F1's training takes hours, so with ``train_checkpoints`` set a stopped
+    run loses at most one epoch of each regime, and the checkpoints' histories show how far training got."""
+    root = point.get("train_checkpoints")
+    return None if root is None else str(Path(root) / f"{point['optimizer']}-seed{point['seed']}" / regime)
+
+
 def run_point(point):
     """Train SB and LB from one start with one optimizer; measure both; the parametric curve between them."""
     p = point
@@ -212,10 +225,13 @@ def run_point(point):
     out, thetas = {"num_params": net.num_params, "n_train": N}, {}
     for regime, batch in (("sb", p["small_batch"]), ("lb", large)):
         plateau = p.get("plateau_patience")
+        folder = _checkpoint_folder(p, regime)
         cfg = TrainConfig(optimizer=p["optimizer"], lr=lr, batch_size=batch, epochs=p["epochs"], target_loss=target,
                           plateau_patience=plateau, seed=p["seed"],
-                          eval_every=None if target is None and plateau is None else 1)
-        result = train(net, theta0, (X, y), cfg, progress=False)
+                          eval_every=None if target is None and plateau is None else 1,
+                          out=folder, checkpoint_every=None if folder is None else math.ceil(N / batch))
+        resume = folder if folder is not None and ckpt.has_checkpoint(folder) else None
+        result = train(net, theta0, (X, y), cfg, resume=resume, progress=False)
         h = result.history
         measured = net.eval_mode(result.bn_stats) if net.batch_norm else net  # F1: eval mode (module docstring)
         test_loss, test_acc = evaluate(measured, result.theta, Xt, yt)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from minisgd.experiments import keskar_mnist
+from minisgd.training.checkpoint import load_state
 from support import check_run_folder, needs_mnist
 
 
@@ -143,3 +144,23 @@ def test_a_batch_normalized_point_trains_to_a_plateau_and_measures_in_eval_mode(
     i0 = int(np.argmin(np.abs(par["alphas"])))
     # at alpha = 0 the statistics are recomputed on a training subset, not SB's running ones: close, not equal
     assert par["test_accuracy"][i0] == pytest.approx(r["sb"]["test_acc"], abs=0.05)
+
+
+@needs_mnist
+def test_train_checkpoints_resume_each_regime_where_it_stopped(tmp_path):
+    """A point stopped after 2 epochs and rerun with 4 continues from its checkpoints: the same training as 4 epochs
+    in one go (the trainer resumes bit-identically on the CPU)."""
+    small = dict(quick=True, batch_norm=True, hidden=(16,), n_train=300, target_loss=None, small_batch=30,
+                 sharpness_examples=50, subspace_dim=2, alphas=2, interp_train_examples=50, seeds=1,
+                 sharpness_maxiter=1, eps=(1e-3,))
+    point = keskar_mnist.grid(keskar_mnist.SCENARIO.config(epochs=4, **small))[0]
+    stored = {**point, "train_checkpoints": str(tmp_path)}
+    keskar_mnist.run_point({**stored, "epochs": 2})
+    for regime in ("sb", "lb"):
+        assert load_state(tmp_path / "adam-seed0" / regime)["counters"]["epoch"] == 2
+    resumed, fresh = keskar_mnist.run_point(stored), keskar_mnist.run_point(point)
+    for regime in ("sb", "lb"):
+        assert load_state(tmp_path / "adam-seed0" / regime)["counters"]["epoch"] == 4
+        assert resumed[regime]["epochs"] == fresh[regime]["epochs"] == 4
+        assert resumed[regime]["train_loss"] == fresh[regime]["train_loss"]
+        assert resumed[regime]["theta_norm"] == fresh[regime]["theta_norm"]
