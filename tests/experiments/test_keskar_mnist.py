@@ -164,3 +164,29 @@ def test_train_checkpoints_resume_each_regime_where_it_stopped(tmp_path):
         assert resumed[regime]["epochs"] == fresh[regime]["epochs"] == 4
         assert resumed[regime]["train_loss"] == fresh[regime]["train_loss"]
         assert resumed[regime]["theta_norm"] == fresh[regime]["theta_norm"]
+
+
+@needs_mnist
+def test_snapshots_give_the_sharpness_along_training(tmp_path):
+    """snapshot_every=1 over 2 epochs: 3 snapshots (the start and each epoch's end) per regime, each with the whole
+    training set's loss and metric 2.1 there, the same as measured directly from the stored snapshot; Figure 6 drawn."""
+    config = keskar_mnist.SCENARIO.config(quick=True, batch_norm=True, hidden=(16,), n_train=300, target_loss=None,
+                                          epochs=2, small_batch=30, sharpness_examples=50, subspace_dim=2, alphas=2,
+                                          interp_train_examples=50, seeds=1, sharpness_maxiter=2, eps=(1e-3,),
+                                          snapshot_every=1, train_checkpoints=str(tmp_path))
+    point = keskar_mnist.grid(config)[0]
+    r = keskar_mnist.run_point(point)
+    net, _, (X, y, _, _) = keskar_mnist.mnist_network(point, batch_norm=True)
+    Xs, ys = keskar_mnist.take(X, keskar_mnist.subset_indices(300, 50)).astype("float64"), \
+        keskar_mnist.take(y, keskar_mnist.subset_indices(300, 50))
+    for regime in ("sb", "lb"):
+        snap = r[regime]["snapshots"]
+        np.testing.assert_array_equal(snap["epoch"], [0, 1, 2])
+        assert snap["train_loss"][0] > snap["train_loss"][-1] > 0 and np.all(snap["sharpness"] >= 0)
+        assert snap["train_loss"][-1] == pytest.approx(r[regime]["train_loss"], rel=1e-5)  # the final state
+        stored = np.load(tmp_path / "adam-seed0" / regime / "snapshots" / f"{int(snap['step'][1]):09d}.npz")
+        direct = keskar_mnist.sharpness_at_snapshots(net, [(stored["theta"], stored["stats"])], Xs, ys, 1e-3,
+                                                     maxiter=2, seed=0)
+        assert direct[0] == snap["sharpness"][1]
+    figs = keskar_mnist.figures(config, [{"point": point, "result": r}])
+    assert len(figs["sharpness_along_training"].axes[0].get_lines()) == 2
