@@ -54,7 +54,7 @@ measures optimization, not generalization.
 """
 import io
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,8 @@ from ..core import batchnorm
 from ..training import checkpoint as ckpt
 from ..training.callbacks import every
 from ..training.storage import atomic_write_bytes, read_npz
-from ..training.train import evaluate, train, TrainConfig
+from ..backend import to_device
+from ..training.train import evaluate, load_run, train, TrainConfig
 from ..curvature.landscape import interpolate
 from ..training.schedules import StepDecay
 from ..curvature.sharpness import epsilon_sharpness, random_subspace
@@ -200,11 +201,17 @@ class _Recalibrated:
         return self._at(theta).per_example_losses(theta, X, y)
 
 
+# Why a training stopped for good: a regime stored with one of these is taken as it is, not resumed (another budget,
+# "epochs", resumes: a larger cap continues it).
+FINAL = ("plateau", "target_loss")
+
+
 def _checkpoint_folder(point, regime):
     """Where ``regime``'s training of ``point`` checkpoints (``train_checkpoints/OPTIMIZER-seedS/REGIME``), or ``None``.
 
     A point is otherwise all-or-nothing: F1's training takes hours, so with ``train_checkpoints`` set a stopped
-    run loses at most one epoch of each regime, and the checkpoints' histories show how far training got."""
+    run loses at most one epoch of each regime, and the checkpoints' histories show how far training got. A regime
+    whose training ended (:data:`FINAL`) is read back as it is."""
     root = point.get("train_checkpoints")
     return None if root is None else str(Path(root) / f"{point['optimizer']}-seed{point['seed']}" / regime)
 
@@ -269,7 +276,6 @@ def run_point(point):
     Xs, ys = take(X, sub).astype("float64"), take(y, sub)
     basis = random_subspace(net.num_params, p["subspace_dim"], seed=p["seed"])
     if p["device"] != "cpu":
-        from ..backend import to_device
         basis = to_device(basis, p["device"])
     target = p.get("target_loss")
     out, thetas = {"num_params": net.num_params, "n_train": N}, {}
@@ -283,7 +289,12 @@ def run_point(point):
         resume = folder if folder is not None and ckpt.has_checkpoint(folder) else None
         snapshots = _Snapshots(folder) if p.get("snapshot_every") else None
         callbacks = [] if snapshots is None else [every(p["snapshot_every"] * math.ceil(N / batch), snapshots)]
-        result = train(net, theta0, (X, y), cfg, callbacks=callbacks, resume=resume, progress=False)
+        stored = None if resume is None else load_run(resume)
+        if stored is not None and stored.stop_reason in FINAL:  # trained to its end: resuming would train on
+            result = replace(stored, theta=to_device(stored.theta, p["device"]),
+                             bn_stats=None if stored.bn_stats is None else to_device(stored.bn_stats, p["device"]))
+        else:
+            result = train(net, theta0, (X, y), cfg, callbacks=callbacks, resume=resume, progress=False)
         h = result.history
         measured = net.eval_mode(result.bn_stats) if net.batch_norm else net  # F1: eval mode (module docstring)
         test_loss, test_acc = evaluate(measured, result.theta, Xt, yt)

@@ -190,3 +190,21 @@ def test_snapshots_give_the_sharpness_along_training(tmp_path):
         assert direct[0] == snap["sharpness"][1]
     figs = keskar_mnist.figures(config, [{"point": point, "result": r}])
     assert len(figs["sharpness_along_training"].axes[0].get_lines()) == 2
+
+
+@needs_mnist
+def test_a_regime_that_reached_its_stopping_rule_is_not_trained_again(tmp_path):
+    """Rerunning a point whose trainings stopped at their target loss reads them back: no step more, same result."""
+    config = keskar_mnist.SCENARIO.config(quick=True, batch_norm=True, hidden=(16,), n_train=300, target_loss=2.0,
+                                          epochs=6, small_batch=30, sharpness_examples=50, subspace_dim=2, alphas=2,
+                                          interp_train_examples=50, seeds=1, sharpness_maxiter=1, eps=(1e-3,),
+                                          train_checkpoints=str(tmp_path))
+    point = keskar_mnist.grid(config)[0]
+    first = keskar_mnist.run_point(point)
+    steps = {g: load_state(tmp_path / "adam-seed0" / g)["counters"]["step"] for g in ("sb", "lb")}
+    assert first["sb"]["stop_reason"] == "target_loss" and first["sb"]["epochs"] < 6
+    again = keskar_mnist.run_point(point)
+    for g in ("sb", "lb"):
+        assert load_state(tmp_path / "adam-seed0" / g)["counters"]["step"] == steps[g]
+        for key in ("stop_reason", "epochs", "train_loss", "test_acc", "theta_norm", "top_eigenvalue"):
+            assert again[g][key] == first[g][key]
