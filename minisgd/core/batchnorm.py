@@ -513,6 +513,24 @@ class BatchNormEval:
             return GV[0, :] if single else GV.T
         return apply
 
+    def factor_vector_product(self, theta, X, factor, V):
+        r"""``(P,)`` or ``(P, k)``: :math:`T^T (\frac1N \sum_n J'^T_n F_n F_n^T J'_n) T V` for an output factor
+        ``factor: (N, K, m)`` (the outputs' Jacobian is :math:`J' T`: no :math:`D` term), no L2 term."""
+        theta, stats, folded, X, _ = self._folded(theta, X, need_targets=False)
+        Vk, single = _as_rows(V)
+        TV = fold_jvp(self.net, theta, stats, Vk)
+        out = fold_vjp(self.net, theta, stats, gauss_newton.factor_vector_product(self.plain, folded, X, factor,
+                                                                                 TV.T).T)
+        return out[0, :] if single else out.T
+
+    def factor_diagonal(self, theta, X, factor):
+        """``(P,)``: the exact diagonal of :meth:`factor_vector_product`'s matrix (sums over the examples / N)."""
+        theta, stats, folded, X, _ = self._folded(theta, X, need_targets=False)
+        xp = namespace(theta)
+        pieces = [(a, xp.sum(d * d, axis=0)) for a, d in gauss_newton.backpropagated_factor(self.plain, folded, X,
+                                                                                             factor)]
+        return self._diagonal_from(theta, stats, pieces) / X.shape[0]
+
     def per_example_hvps(self, theta, X, y, v):
         r"""``(N, P)``: row n is :math:`(T^T H'_n T + D(g'_n) + \lambda) v` for one ``v: (P,)``."""
         theta, stats, folded, X, y = self._folded(theta, X, y)
@@ -595,10 +613,6 @@ class BatchNormEval:
     def gauss_newton_diagonal(self, theta, X, y):
         """``(P,)`` exact diagonal of the Gauss-Newton matrix (L2 included)."""
         theta, stats, folded, X, y = self._folded(theta, X, y)
-        xp = namespace(theta)
         Z = forward_pass(self.plain.unflatten(folded), X, self.activation, order=0).outputs
-        factor = self.loss_fn.hessian_factor(Z, y)
-        pieces = [(a, xp.sum(d * d, axis=0)) for a, d in gauss_newton.backpropagated_factor(self.plain, folded, X,
-                                                                                             factor)]
-        return self._diagonal_from(theta, stats, pieces) / X.shape[0] + self.l2
+        return self.factor_diagonal(theta, X, self.loss_fn.hessian_factor(Z, y)) + self.l2
 

@@ -346,6 +346,17 @@ class MLP:
         Z = forward_pass(self.unflatten(theta), X, self.activation, order=0).outputs
         return gauss_newton.factor_diagonal(self, theta, X, self.loss_fn.hessian_factor(Z, y)) + self.l2
 
+    def factor_vector_product(self, theta, X, factor, V):
+        r"""``(P,)`` or ``(P, k)``: :math:`\frac1N \sum_n J_n^T F_n F_n^T J_n V` for an output factor
+        ``factor: (N, K, m)``, no L2 term (the curvature operators' Gauss-Newton family); inputs not checked."""
+        self._training_mode_only("factor_vector_product")
+        return gauss_newton.factor_vector_product(self, theta, X, factor, V)
+
+    def factor_diagonal(self, theta, X, factor):
+        """``(P,)``: the diagonal of :meth:`factor_vector_product`'s matrix, exactly; inputs not checked."""
+        self._training_mode_only("factor_diagonal")
+        return gauss_newton.factor_diagonal(self, theta, X, factor)
+
     def per_example_hvps(self, theta, X, y, v):
         """``(N, P)`` per-example Hessian-vector products ``(H_n + l2 I) v`` for one ``v: (P,)``."""
         self._training_mode_only("per_example_hvps")

@@ -52,12 +52,19 @@ SGD is not in the paper's tables). With plain SGD, LB makes 200 updates of step 
 far from a minimizer; the summary says so when its training accuracy is low, because then its test accuracy
 measures optimization, not generalization.
 """
-from dataclasses import asdict, dataclass
+import io
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from ..core import batchnorm
-from ..training.train import evaluate, train, TrainConfig
+from ..training import checkpoint as ckpt
+from ..training.callbacks import every
+from ..training.storage import atomic_write_bytes, read_npz
+from ..backend import to_device
+from ..training.train import evaluate, load_run, train, TrainConfig
 from ..curvature.landscape import interpolate
 from ..training.schedules import StepDecay
 from ..curvature.sharpness import epsilon_sharpness, random_subspace
@@ -124,6 +131,8 @@ class Config:
     seed: int = 0  # first seed (init, batch order, random subspace)
     seeds: int = 5  # number of seeds: seed, seed + 1, ...
     device: str = "cpu"  # "cpu" or "gpu"
+    train_checkpoints: str | None = None  # a folder: each regime's training checkpoints there every epoch and resumes
+    snapshot_every: int | None = None  # keep theta every this many epochs; sharpness (eps[0]) at each: Figure 6
 
     def __post_init__(self):
         if not 0 <= self.decay_epochs < self.epochs:
@@ -192,6 +201,67 @@ class _Recalibrated:
         return self._at(theta).per_example_losses(theta, X, y)
 
 
+# Why a training stopped for good: a regime stored with one of these is taken as it is, not resumed (another budget,
+# "epochs", resumes: a larger cap continues it).
+FINAL = ("plateau", "target_loss")
+
+
+def _checkpoint_folder(point, regime):
+    """Where ``regime``'s training of ``point`` checkpoints (``train_checkpoints/OPTIMIZER-seedS/REGIME``), or ``None``.
+
+    A point is otherwise all-or-nothing: F1's training takes hours, so with ``train_checkpoints`` set a stopped
+    run loses at most one epoch of each regime, and the checkpoints' histories show how far training got. A regime
+    whose training ended (:data:`FINAL`) is read back as it is."""
+    root = point.get("train_checkpoints")
+    return None if root is None else str(Path(root) / f"{point['optimizer']}-seed{point['seed']}" / regime)
+
+
+class _Snapshots:
+    """A training callback that keeps theta (and a BN net's running statistics) and measures the training loss on
+    the whole training set (eval mode for BN) at each call. With a ``folder`` (the regime's training checkpoints)
+    each snapshot is also written there, so that a resumed training keeps those of its earlier legs."""
+
+    name = "snapshot"
+
+    def __init__(self, folder=None):
+        self.folder = None if folder is None else Path(folder) / "snapshots"
+        self.kept = {}  # step -> (theta, stats or None)
+
+    def __call__(self, net, theta, data, step):
+        stats = getattr(net, "stats", None)
+        self.kept[step] = (host(theta), None if stats is None else host(stats))
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            np.savez(buffer, theta=self.kept[step][0], **({} if stats is None else {"stats": self.kept[step][1]}))
+            atomic_write_bytes(self.folder / f"{step:09d}.npz", buffer.getvalue())
+        return {"snapshot_train_loss": float(net.loss(theta, data.X_train, data.y_train))}
+
+    def at(self, steps):
+        """``[(theta, stats or None), ...]`` at ``steps`` (from the folder where this leg did not keep them)."""
+        out = []
+        for step in steps:
+            if step not in self.kept:
+                path = self.folder / f"{int(step):09d}.npz"
+                arrays = read_npz(path.read_bytes(), str(path))
+                self.kept[step] = (arrays["theta"], arrays.get("stats"))
+            out.append(self.kept[step])
+        return out
+
+
+def sharpness_at_snapshots(net, snapshots, X, y, eps, maxiter=10, seed=0):
+    r"""``(k,)``: metric 2.1 (:func:`~minisgd.curvature.sharpness.epsilon_sharpness`, full space, L-BFGS-B with
+    ``maxiter`` iterations) at each snapshot ``(theta, stats)`` of a training run on ``(X, y)`` in float64; a BN net
+    (``stats`` given) in eval mode with that snapshot's running statistics. The curve of the paper's Figure 6 when
+    drawn against the training loss at the same snapshots."""
+    values = []
+    for theta, stats in snapshots:
+        measured = net if stats is None else net.eval_mode(as_float64(stats))
+        values.append(float(epsilon_sharpness(measured, as_float64(theta), X, y, eps=eps, maxiter=maxiter,
+                                              seed=seed).value))
+    return np.array(values)
+
+
 def run_point(point):
     """Train SB and LB from one start with one optimizer; measure both; the parametric curve between them."""
     p = point
@@ -206,16 +276,25 @@ def run_point(point):
     Xs, ys = take(X, sub).astype("float64"), take(y, sub)
     basis = random_subspace(net.num_params, p["subspace_dim"], seed=p["seed"])
     if p["device"] != "cpu":
-        from ..backend import to_device
         basis = to_device(basis, p["device"])
     target = p.get("target_loss")
     out, thetas = {"num_params": net.num_params, "n_train": N}, {}
     for regime, batch in (("sb", p["small_batch"]), ("lb", large)):
         plateau = p.get("plateau_patience")
+        folder = _checkpoint_folder(p, regime)
         cfg = TrainConfig(optimizer=p["optimizer"], lr=lr, batch_size=batch, epochs=p["epochs"], target_loss=target,
                           plateau_patience=plateau, seed=p["seed"],
-                          eval_every=None if target is None and plateau is None else 1)
-        result = train(net, theta0, (X, y), cfg, progress=False)
+                          eval_every=None if target is None and plateau is None else 1,
+                          out=folder, checkpoint_every=None if folder is None else math.ceil(N / batch))
+        resume = folder if folder is not None and ckpt.has_checkpoint(folder) else None
+        snapshots = _Snapshots(folder) if p.get("snapshot_every") else None
+        callbacks = [] if snapshots is None else [every(p["snapshot_every"] * math.ceil(N / batch), snapshots)]
+        stored = None if resume is None else load_run(resume)
+        if stored is not None and stored.stop_reason in FINAL:  # trained to its end: resuming would train on
+            result = replace(stored, theta=to_device(stored.theta, p["device"]),
+                             bn_stats=None if stored.bn_stats is None else to_device(stored.bn_stats, p["device"]))
+        else:
+            result = train(net, theta0, (X, y), cfg, callbacks=callbacks, resume=resume, progress=False)
         h = result.history
         measured = net.eval_mode(result.bn_stats) if net.batch_norm else net  # F1: eval mode (module docstring)
         test_loss, test_acc = evaluate(measured, result.theta, Xt, yt)
@@ -226,6 +305,12 @@ def run_point(point):
                        "epoch_loss": epoch_means(h), "theta_norm": float(np.linalg.norm(host(result.theta))),
                        "distance_from_init": float(np.linalg.norm(host(result.theta - theta0))),
                        **_measure(measured, result.theta, Xs, ys, p["eps"], basis, p["sharpness_maxiter"], p["seed"])}
+        if snapshots is not None:  # the paper's Figure 6: sharpness against the training loss along training
+            steps = np.array(h["snapshot_step"])
+            out[regime]["snapshots"] = {
+                "step": steps, "epoch": steps / math.ceil(N / batch), "train_loss": np.array(h["snapshot_train_loss"]),
+                "sharpness": sharpness_at_snapshots(net, snapshots.at(steps), Xs, ys, p["eps"][0],
+                                                    p["sharpness_maxiter"], p["seed"])}
         thetas[regime] = result.theta
     out["distance_sb_lb"] = float(np.linalg.norm(host(thetas["lb"] - thetas["sb"])))
     idx = subset_indices(N, p["interp_train_examples"], seed=1)
@@ -411,7 +496,16 @@ def figures(config, records):
     fig_cmp = compare_regimes(measures, [names.get(o, o) for o in opts],
                               title=f"SB against LB on MNIST ({arch}, {budget}; mean ± std over "
                                     f"{len(where(records, optimizer=opts[0]))} seeds, dots: seeds)")
-    return {"parametric": fig_par, "sb_vs_lb": fig_cmp}
+    figs = {"parametric": fig_par, "sb_vs_lb": fig_cmp}
+    if config.snapshot_every:
+        from ..plotting import sharpness_vs_training_loss
+        panels = {f"{names.get(o, o)}, ε = {eps0:g}, full space": {
+            label: [(r["result"][g]["snapshots"]["train_loss"], r["result"][g]["snapshots"]["sharpness"])
+                    for r in where(records, optimizer=o)] for label, g in (("SB", "sb"), ("LB", "lb"))} for o in opts}
+        figs["sharpness_along_training"] = sharpness_vs_training_loss(
+            panels, title=f"Keskar's Figure 6, MNIST {arch}: sharpness against the training loss every "
+                          f"{config.snapshot_every} epoch(s) of training (lines: seeds)")
+    return figs
 
 
 SCENARIO = Scenario(
