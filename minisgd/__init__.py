@@ -9,6 +9,7 @@ Shape letters used in every docstring:
 Public API::
 
     net = minisgd.MLP([d, n_1, ..., K], activation="tanh", loss="cross_entropy", l2=0.0)
+    bn = minisgd.MLP([d, n_1, ..., K], activation="relu", batch_norm=True)   # training mode; bn.eval_mode(stats)
     theta = net.init(seed=0)                        # (P,)
     loss, grad = net.loss_and_grad(theta, X, y)     # float, (P,)
     G = net.per_example_grads(theta, X, y)          # (N, P)
@@ -33,7 +34,7 @@ import importlib
 from ._version import __version__
 from .core.hessian import hessian_flops, hessian_from_hvps, hessian_memory_bytes
 from .core.mlp import MLP, Layer
-from .errors import (BackendUnavailableError, CheckpointError, ConfigError, ConfigMismatchError, ConvergenceError,
+from .errors import (BackendUnavailableError, BatchNormModeError, CheckpointError, ConfigError, ConfigMismatchError, ConvergenceError,
                      DataError, DivergenceError, HessianTooLargeError, LabelError, MinisgdError, NonFiniteError,
                      ShapeError)
 from .training.callbacks import GradientNoise, StopTraining, TopEigenvalue, every, gradient_noise, top_eigenvalue
@@ -63,7 +64,7 @@ __all__ = [
     "every", "StopTraining", "top_eigenvalue", "gradient_noise", "TopEigenvalue", "GradientNoise",
     "SGD", "Momentum", "Nesterov", "Adam", "make_optimizer", "Sampler",
     # errors
-    "MinisgdError", "ShapeError", "NonFiniteError", "LabelError", "ConfigError", "ConfigMismatchError", "DataError",
+    "MinisgdError", "BatchNormModeError", "ShapeError", "NonFiniteError", "LabelError", "ConfigError", "ConfigMismatchError", "DataError",
     "HessianTooLargeError", "BackendUnavailableError", "CheckpointError", "DivergenceError", "ConvergenceError",
     "__version__",
 ]

@@ -14,6 +14,7 @@ so a bad call costs nothing.
     │   ├── CorruptFileError                                        a stored file damaged, too large or not ours
     │   └── DownloadError                              (OSError)    every mirror failed
     ├── UnsupportedModelError                         (ValueError)  a model brought in that minisgd cannot represent
+    ├── BatchNormModeError                            (ValueError)  a quantity a batch-normalized net has in eval mode only
     ├── HessianTooLargeError                          (MemoryError) a dense (P, P) that would not fit
     ├── BackendUnavailableError                       (RuntimeError) no such device or array library
     ├── ExtraNotInstalledError                        (ImportError) an optional dependency is missing
@@ -81,6 +82,12 @@ class DownloadError(DataError, OSError):
 class UnsupportedModelError(MinisgdError, ValueError):
     """A model brought in (``MLP.from_torch``, ``MLP.from_params``) that is not an MLP minisgd can represent; the
     message names the module or the layer and says what would work."""
+
+
+class BatchNormModeError(MinisgdError, ValueError):
+    """A quantity asked of a batch-normalized network in training mode, where every example's output depends on the
+    whole batch (per-example gradients, exact Hessians, Gauss-Newton): the message says to use the eval-mode net,
+    ``net.eval_mode(stats)``, a function of theta alone."""
 
 
 class HessianTooLargeError(MinisgdError, MemoryError):

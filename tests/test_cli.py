@@ -36,7 +36,7 @@ def test_list(capsys):
 def test_run_rejects_unknown_keys_and_bad_values(capsys, tmp_path):
     assert main(["run", "keskar-mnist", "--out", str(tmp_path), "--set", "epoch=3"]) == 2
     err = capsys.readouterr().err
-    assert "unknown config key 'epoch'" in err and "valid keys: hidden, activation" in err and "epochs" in err
+    assert "unknown config key 'epoch'" in err and "valid keys: network, batch_norm, hidden, activation" in err and "epochs" in err
     assert main(["run", "keskar-mnist", "--out", str(tmp_path), "--set", "epochs=many"]) == 2
     assert "epochs takes an integer, got 'many'" in capsys.readouterr().err
     assert main(["run", "no-such-scenario"]) == 2
@@ -135,7 +135,7 @@ def _fails_clearly(capsys, args, *named):
     (["--set", "target_loss=-1"], "target_loss", "> 0"),
     (["--seed", "-1"], "seed", ">= 0, got -1"),
     (["--seeds", "0"], "seeds", ">= 1, got 0"),
-    (["--set", "epoch=3"], "epoch", "valid keys: hidden, activation"),
+    (["--set", "epoch=3"], "epoch", "valid keys: network, batch_norm, hidden, activation"),
     (["--jobs", "0"], "--jobs", ">= 1"),
 ])
 def test_a_bad_config_is_one_line_before_anything_runs(capsys, tmp_path, args, key, says):

@@ -171,3 +171,18 @@ def test_ranked_spectra_draw_positive_eigenvalues_by_rank(rng):
     np.testing.assert_allclose(ax.lines[0].get_ydata(), np.sort(values)[::-1][:30])
     np.testing.assert_allclose(ax.lines[0].get_xdata(), np.arange(1, 31))
     _png(fig)
+
+
+def test_sharpness_vs_training_loss_draws_each_run_on_log_axes_with_the_loss_reversed():
+    loss = np.array([2.3, 0.5, 0.1, 0.02])
+    panels = {"Adam": {"SB": [(loss, [1.0, 2.0, 3.0, 4.0]), (loss, [1.5, 2.5, 3.5, 4.5])],
+                       "LB": [(loss, [1.0, 10.0, 0.0, 100.0])]}}
+    fig = plotting.sharpness_vs_training_loss(panels)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log" and _labelled(ax)
+    assert ax.xaxis_inverted()
+    lines = ax.get_lines()
+    assert len(lines) == 3
+    assert lines[0].get_color() == plotting.SB_COLOR and lines[2].get_color() == plotting.LB_COLOR
+    np.testing.assert_array_equal(lines[2].get_ydata(), [1.0, 10.0, 100.0])  # the zero is left out
+    _png(fig)

@@ -226,6 +226,18 @@ def hessian_diagonal(net, theta, X, y, chunk_elements=1 << 23):
 
 def _diagonal_sum(net, params, X, y, xp):
     """Sum over the examples of ``X`` of each per-example Hessian's diagonal, ``(P,)`` (see above)."""
+    fwd, diag_C = preactivation_curvature_diagonals(net, params, X, y)
+    pieces = []
+    for a, c in zip(fwd.inputs, diag_C):
+        a_sq = augmented(a) ** 2  # (N, n_{l-1} + 1)
+        pieces.append(xp.reshape(a_sq.T @ c, (-1,)))  # (n_{l-1} + 1) x n_l, row-major like theta
+    return xp.concat(pieces)
+
+
+def preactivation_curvature_diagonals(net, params, X, y):
+    r"""``(fwd, [diag C_l: (N, n_l), ...])``: per example the diagonal of :math:`C_l = \partial^2 \ell_n / \partial
+    z_l^2` for every layer (see ``hessian_diagonal``), with the forward pass it came from."""
+    xp = namespace(X)
     L = len(params)
     fwd = forward_pass(params, X, net.activation, order=2)
     Z = fwd.outputs
@@ -244,11 +256,7 @@ def _diagonal_sum(net, params, X, y, xp):
             J = _layer_step(params, fwd, l + 1) if J is None else J
             J = _layer_step(params, fwd, k) @ J  # (N, n_k, n_l)
             diag_C[l] = diag_C[l] + xp.sum(Lam[k][:, :, None] * J * J, axis=1)
-    pieces = []
-    for a, c in zip(fwd.inputs, diag_C):
-        a_sq = augmented(a) ** 2  # (N, n_{l-1} + 1)
-        pieces.append(xp.reshape(a_sq.T @ c, (-1,)))  # (n_{l-1} + 1) x n_l, row-major like theta
-    return xp.concat(pieces)
+    return fwd, diag_C
 
 
 def _layer_step(params, fwd, k):

@@ -79,10 +79,12 @@ def from_torch(model, loss="cross_entropy", l2=0.0, dtype="float64", device="cpu
                                     f"{type(model).__name__}; wrap the layers: nn.Sequential(*layers)")
     kept = [(i, m) for i, m in enumerate(model) if type(m).__name__ not in _SKIPPED
             and not (type(m).__name__ == "Flatten" and i == 0)]
-    params, activations = [], []
+    params, activations, norms = [], [], []
     for i, m in kept:
         kind = type(m).__name__
-        if isinstance(m, torch.nn.Linear):
+        if isinstance(m, torch.nn.BatchNorm1d):
+            norms.append(_batch_norm_of(m, i, len(params), len(activations), len(norms)))
+        elif isinstance(m, torch.nn.Linear):
             if params and len(activations) < len(params):
                 activations.append("identity")  # two Linear layers in a row: nothing between them
             W = m.weight.detach().cpu().numpy().T  # torch's (n_out, n_in) -> (n_in, n_out)
@@ -102,8 +104,45 @@ def from_torch(model, loss="cross_entropy", l2=0.0, dtype="float64", device="cpu
         raise UnsupportedModelError(f"the model ends with an activation ({type(kept[-1][1]).__name__}); minisgd's "
                                     "outputs are the last Linear layer's: drop the final activation (for "
                                     "classification the loss applies the softmax)")
+    if norms:
+        return _with_batch_norm(model, params, norms, _one_activation(activations), _loss_name(loss), l2, dtype,
+                                device)
     return from_params(params, activation=_one_activation(activations), loss=_loss_name(loss), l2=l2, dtype=dtype,
                        device=device)
+
+
+def _batch_norm_of(m, position, linears, activations, norms):
+    """``(gamma, beta, mean, var, eps)`` of an ``nn.BatchNorm1d`` between a hidden Linear and its activation."""
+    if not (linears == norms + 1 and activations == linears - 1):
+        raise UnsupportedModelError(f"module {position} (BatchNorm1d) does not sit between a Linear layer and its "
+                                    "activation; minisgd's BN layer is Linear -> BatchNorm1d -> activation")
+    if not m.affine or not m.track_running_stats or m.momentum != 0.1:
+        raise UnsupportedModelError(f"module {position} is BatchNorm1d(affine={m.affine}, track_running_stats="
+                                    f"{m.track_running_stats}, momentum={m.momentum}); minisgd's BN has a scale and "
+                                    "shift, running statistics and momentum 0.1 (torch's defaults)")
+    return tuple(t.detach().cpu().numpy().astype(np.float64) for t in (m.weight, m.bias, m.running_mean,
+                                                                           m.running_var)) + (float(m.eps),)
+
+
+def _with_batch_norm(model, params, norms, activation, loss, l2, dtype, device):
+    """``(net, theta)`` of a BN model: the training-mode net if ``model.training``, else its eval-mode net at the
+    model's running statistics, so that outputs match the mode the model is in."""
+    if len(norms) != len(params) - 1 or len({eps for *_, eps in norms}) != 1:
+        raise UnsupportedModelError(f"{len(norms)} BatchNorm1d layers (eps {sorted({e for *_, e in norms})}) for "
+                                    f"{len(params) - 1} hidden layers; minisgd normalizes every hidden layer, with one "
+                                    "eps, or none")
+    plain, _ = from_params(params, activation=activation)
+    net = MLP(plain.sizes, activation=activation, loss=loss, l2=l2, batch_norm=True, bn_eps=norms[0][-1])
+    theta = np.zeros(net.num_params)
+    for layer, (W, b) in zip(net.layers, params):
+        theta[layer.start:layer.stop] = np.concatenate([W.ravel(), np.zeros(W.shape[1]) if b is None else b])
+    for bn, (gamma, beta, *_) in zip(net.bn_layers, norms):
+        theta[bn.start:bn.stop] = np.concatenate([gamma, beta])
+    theta = to_device(theta.astype(dtype), device)
+    if model.training:
+        return net, theta
+    stats = np.concatenate([v for _, _, mean, var, _ in norms for v in (mean, var)])
+    return net.eval_mode(to_device(stats.astype(dtype), device)), theta
 
 
 def _one_activation(names):
@@ -151,19 +190,47 @@ def from_params(params, activation="tanh", loss="cross_entropy", l2=0.0, dtype="
     return net, to_device(theta.astype(dtype), device)
 
 
-def to_torch(net, theta):
-    """An ``nn.Sequential`` with ``model(X) == net.forward(theta, X)``, in ``theta``'s dtype, on the CPU."""
+def to_torch(net, theta, stats=None):
+    """An ``nn.Sequential`` with ``model(X) == net.forward(theta, X)``, in ``theta``'s dtype, on the CPU. A BN net
+    gets ``nn.BatchNorm1d`` layers (Linear -> BatchNorm1d -> activation): in training mode, or with ``stats`` as
+    running statistics and in eval mode (``model.eval()``)."""
     torch = _torch()
     kinds = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid, "silu": torch.nn.SiLU,
              "softplus": torch.nn.Softplus, "gelu": lambda: torch.nn.GELU(approximate="tanh")}
     dtype = torch.float64 if str(theta.dtype) == "float64" else torch.float32
+    def tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(to_numpy(a)))
+
     modules = []
+    norms = [] if not net.batch_norm else [
+        (theta[bn.start:bn.start + bn.width], theta[bn.start + bn.width:bn.stop]) for bn in net.bn_layers]
+    running = [] if stats is None else [(stats[s:s + n], stats[s + n:s + 2 * n]) for s, n in
+                                        _statistics_offsets(net)]
     for l, (W, b) in enumerate(net.unflatten(theta)):
         linear = torch.nn.Linear(W.shape[0], W.shape[1], dtype=dtype)
         with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(to_numpy(W).T)))
-            linear.bias.copy_(torch.from_numpy(np.ascontiguousarray(to_numpy(b))))
+            linear.weight.copy_(tensor(W.T))
+            linear.bias.copy_(tensor(b))
         modules.append(linear)
+        if l < len(norms):
+            bn = torch.nn.BatchNorm1d(W.shape[1], eps=net.bn_eps, momentum=0.1, dtype=dtype)
+            with torch.no_grad():
+                bn.weight.copy_(tensor(norms[l][0]))
+                bn.bias.copy_(tensor(norms[l][1]))
+                if running:
+                    bn.running_mean.copy_(tensor(running[l][0]))
+                    bn.running_var.copy_(tensor(running[l][1]))
+            modules.append(bn)
         if l < net.num_layers - 1 and net.activation.name != "identity":
             modules.append(kinds[net.activation.name]())
-    return torch.nn.Sequential(*modules)
+    model = torch.nn.Sequential(*modules)
+    return model.eval() if running else model
+
+
+def _statistics_offsets(net):
+    """``[(start, width), ...]`` of each BN layer's statistics in the flat ``stats`` (means, then variances)."""
+    out, start = [], 0
+    for bn in net.bn_layers:
+        out.append((start, bn.width))
+        start += 2 * bn.width
+    return out

@@ -111,8 +111,7 @@ def block_lanczos(matmat, Q0, k=1, which="largest", max_iter=None, tol=1e-8, ret
 
     Q0: ``(P, b)`` start block of full column rank (orthonormalized here), ``b >= 1``. Full
     reorthogonalization (twice) against the whole basis. Stops when the ``k`` wanted Ritz pairs have residuals
-    :math:`\lVert B_m S_{m,i} 
-Vert \le \mathrm{tol} \cdot \max_j |	heta_j|`, or the Krylov space is exhausted.
+    :math:`\lVert B_m S_{m,i} \rVert \le \mathrm{tol} \cdot \max_j |\theta_j|`, or the Krylov space is exhausted.
     ``max_iter`` counts operator applications to single vectors (``b`` per step), as for ``lanczos``; it defaults
     to ``min(P, max(4 k + 40, 100) + b)``. ``Spectrum.iterations`` is that count too.
     """

@@ -21,16 +21,18 @@ def arrays(ds, dtype="float64", device="cpu"):
     return out if device == "cpu" else tuple(to_device(a, device) for a in out)
 
 
-def mnist_network(point, init="lecun"):
+def mnist_network(point, init="lecun", batch_norm=False):
     """The point's MNIST subset and its classifier: ``(net, theta0, (X, y, X_test, y_test))``.
 
     Reads ``n_train``, ``pool``, ``hidden``, ``activation``, ``seed``, ``device`` and, when the point has them,
     ``dtype`` (default float64) and ``init`` (default ``init``) from the point; the network is
-    ``[inputs, *hidden, classes]`` with the cross-entropy loss, ``theta0`` its seeded initialization."""
+    ``[inputs, *hidden, classes]`` with the cross-entropy loss (batch normalization on each hidden layer with
+    ``batch_norm``), ``theta0`` its seeded initialization."""
     dtype, scheme = point.get("dtype", "float64"), point.get("init", init)
     ds = mnist(n_train=point["n_train"], pool=point["pool"])
     data = arrays(ds, dtype, point["device"])
-    net = MLP([ds.input_dim, *point["hidden"], ds.num_classes], activation=point["activation"], loss="cross_entropy")
+    net = MLP([ds.input_dim, *point["hidden"], ds.num_classes], activation=point["activation"], loss="cross_entropy",
+              batch_norm=batch_norm)
     return net, net.init(seed=point["seed"], scheme=scheme, dtype=dtype, device=point["device"]), data
 
 

@@ -18,12 +18,17 @@ Tables 2-4, network F1, reproduced on the CPU. For each optimizer and seed, one 
    theta(alpha) = alpha theta_LB + (1 - alpha) theta_SB, alpha in [-1, 2], 25 points, train on a fixed subset of
    10,000 images and test on all 10,000.
 
-The network: the paper's F1 is a fully connected MNIST network of 5 hidden layers of 512 ReLU units with batch
-normalization (their Table 1). minisgd has no batch normalization, so F1 itself is out of reach; we keep its width
-and activation and use two hidden layers, 784-512-512-10 (P = 669,706, He init): the classic MNIST MLP, which
-trains reliably without normalization, and whose 20-epoch runs and Hessian-vector products fit the CPU budget
-(1-1.5 min a training run on one core; five layers would be P = 1.46M, 2.2x the cost per step). Training is in
-float32 (half the time); every measurement is in float64.
+The network (``network``): ``"mlp"`` (default) keeps F1's width and activation with two hidden layers and no
+normalization, 784-512-512-10 (P = 669,706, He init): the classic MNIST MLP, whose 20-epoch runs and
+Hessian-vector products fit the CPU budget (1-1.5 min a training run on one core). ``"f1"`` is the paper's F1 as
+published (their Appendix B.1): 784 -> 5 x [512, batch normalization, ReLU] -> 10 (P = 1,462,794 with each BN
+layer's scale and shift), trained with batch statistics; with ``plateau_patience`` set each regime trains until
+its training loss ceased to improve (:func:`minisgd.training.train.plateaued`), ``epochs`` being a cap. **F1 is
+measured in eval mode**, with the final running statistics of its own run: there the network is a function of
+theta alone, as metric 2.1's maximization over a box around theta and the Hessian require (in training mode the
+loss at theta depends on which batch normalizes it). The parametric plot of F1 recomputes, at each alpha, the
+normalization statistics on its training subset (neither end's running statistics belong to the points between).
+Training is in float32 (half the time); every measurement is in float64.
 
 ``--set epochs=25 decay_epochs=5`` adds five epochs at a tenth of the learning rate to both regimes, which settles
 the last iterate of small-batch Adam (its test accuracy otherwise varies by +-0.3 points with where the final step
@@ -47,11 +52,19 @@ SGD is not in the paper's tables). With plain SGD, LB makes 200 updates of step 
 far from a minimizer; the summary says so when its training accuracy is low, because then its test accuracy
 measures optimization, not generalization.
 """
-from dataclasses import asdict, dataclass
+import io
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from ..training.train import evaluate, train, TrainConfig
+from ..core import batchnorm
+from ..training import checkpoint as ckpt
+from ..training.callbacks import every
+from ..training.storage import atomic_write_bytes, read_npz
+from ..backend import to_device
+from ..training.train import evaluate, load_run, train, TrainConfig
 from ..curvature.landscape import interpolate
 from ..training.schedules import StepDecay
 from ..curvature.sharpness import epsilon_sharpness, random_subspace
@@ -90,6 +103,8 @@ def _paper_line():
 class Config:
     """keskar-mnist; the defaults are the full-size run (about 20 min with --jobs 2 on 2 cores)."""
 
+    network: str = "mlp"  # "mlp": the hidden widths below; "f1": the paper's 5 x [512, BN, ReLU] (sets both keys)
+    batch_norm: bool = False  # batch normalization on every hidden layer (Linear -> BN -> activation)
     hidden: tuple[int, ...] = (512, 512)  # hidden widths (ReLU): 784-512-512-10, F1's width without its BN
     activation: str = "relu"  # hidden nonlinearity
     init: str = "he"  # initializer ("lecun", "glorot", "he")
@@ -102,6 +117,7 @@ class Config:
     sgd_lr: float = 0.1  # plain SGD step size
     epochs: int = 20  # epochs for both SB and LB, from the same start (the paper's code: 20); the cap with target_loss
     target_loss: float | None = None  # train each regime until its training loss is <= this; None: `epochs` epochs
+    plateau_patience: int | None = None  # or until it ceased to improve (rel. 1e-3 in this many epochs); `epochs` caps
     decay_epochs: int = 0  # lr / 10 for the last this many epochs, in both regimes; 0: constant (the paper's code)
     dtype: str = "float32"  # training dtype; every measurement is made in float64
     sharpness_examples: int | None = 5000  # fixed training subset for sharpness and eigenvalue; None: all
@@ -115,6 +131,8 @@ class Config:
     seed: int = 0  # first seed (init, batch order, random subspace)
     seeds: int = 5  # number of seeds: seed, seed + 1, ...
     device: str = "cpu"  # "cpu" or "gpu"
+    train_checkpoints: str | None = None  # a folder: each regime's training checkpoints there every epoch and resumes
+    snapshot_every: int | None = None  # keep theta every this many epochs; sharpness (eps[0]) at each: Figure 6
 
     def __post_init__(self):
         if not 0 <= self.decay_epochs < self.epochs:
@@ -123,11 +141,15 @@ class Config:
             raise ConfigError("decay_epochs needs a fixed budget of epochs: set target_loss=none, or decay_epochs=0")
         if self.small_batch > (self.n_train or 60000):
             raise ConfigError(f"small_batch must be at most n_train = {self.n_train}, got {self.small_batch}")
+        if self.network not in NETWORKS:
+            raise ConfigError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
         if self.alpha_min >= self.alpha_max:
             raise ConfigError(f"alpha_min must be below alpha_max = {self.alpha_max}, got {self.alpha_min}")
 
 
-CHECKS = {"optimizers": one_of("adam", "sgd"), "decay_epochs": at_least(0), "alphas": at_least(2),
+NETWORKS = ("mlp", "f1")
+F1_HIDDEN = (512,) * 5  # the paper's Appendix B.1
+CHECKS = {"network": one_of(*NETWORKS), "optimizers": one_of("adam", "sgd"), "decay_epochs": at_least(0), "alphas": at_least(2),
           "large_fraction": between(0, 1, low_open=True), "alpha_min": ANY, "alpha_max": ANY}
 
 # The quick run: MNIST at 14x14 with 10% of the training set and a narrower network, SB 32 and LB 600, each
@@ -138,6 +160,8 @@ QUICK = dict(n_train=6000, pool=2, hidden=(128, 128), small_batch=32, optimizers
 
 def grid(config):
     base = {k: v for k, v in asdict(config).items() if k not in ("optimizers", "seeds", "seed")}
+    if config.network == "f1":
+        base["hidden"], base["batch_norm"] = F1_HIDDEN, True
     return [{**base, "optimizer": opt, "seed": config.seed + s} for opt in config.optimizers
             for s in range(config.seeds)]
 
@@ -157,10 +181,91 @@ def _measure(net, theta, Xs, ys, eps_list, basis, maxiter, seed):
     return out
 
 
+class _Recalibrated:
+    """A BN net evaluated with the normalization statistics of ``X_ref`` recomputed at each theta (for the parametric
+    plot, whose points between two runs have no running statistics of their own); what ``interpolate`` needs."""
+
+    def __init__(self, net, X_ref):
+        self.net, self.X_ref, self.loss_fn, self.l2 = net, X_ref, net.loss_fn, net.l2
+
+    def _at(self, theta):
+        return self.net.eval_mode(batchnorm.train_forward(self.net, theta, self.X_ref).statistics)
+
+    def loss(self, theta, X, y):
+        return self._at(theta).loss(theta, X, y)
+
+    def accuracy(self, theta, X, y):
+        return self._at(theta).accuracy(theta, X, y)
+
+    def per_example_losses(self, theta, X, y):
+        return self._at(theta).per_example_losses(theta, X, y)
+
+
+# Why a training stopped for good: a regime stored with one of these is taken as it is, not resumed (another budget,
+# "epochs", resumes: a larger cap continues it).
+FINAL = ("plateau", "target_loss")
+
+
+def _checkpoint_folder(point, regime):
+    """Where ``regime``'s training of ``point`` checkpoints (``train_checkpoints/OPTIMIZER-seedS/REGIME``), or ``None``.
+
+    A point is otherwise all-or-nothing: F1's training takes hours, so with ``train_checkpoints`` set a stopped
+    run loses at most one epoch of each regime, and the checkpoints' histories show how far training got. A regime
+    whose training ended (:data:`FINAL`) is read back as it is."""
+    root = point.get("train_checkpoints")
+    return None if root is None else str(Path(root) / f"{point['optimizer']}-seed{point['seed']}" / regime)
+
+
+class _Snapshots:
+    """A training callback that keeps theta (and a BN net's running statistics) and measures the training loss on
+    the whole training set (eval mode for BN) at each call. With a ``folder`` (the regime's training checkpoints)
+    each snapshot is also written there, so that a resumed training keeps those of its earlier legs."""
+
+    name = "snapshot"
+
+    def __init__(self, folder=None):
+        self.folder = None if folder is None else Path(folder) / "snapshots"
+        self.kept = {}  # step -> (theta, stats or None)
+
+    def __call__(self, net, theta, data, step):
+        stats = getattr(net, "stats", None)
+        self.kept[step] = (host(theta), None if stats is None else host(stats))
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            np.savez(buffer, theta=self.kept[step][0], **({} if stats is None else {"stats": self.kept[step][1]}))
+            atomic_write_bytes(self.folder / f"{step:09d}.npz", buffer.getvalue())
+        return {"snapshot_train_loss": float(net.loss(theta, data.X_train, data.y_train))}
+
+    def at(self, steps):
+        """``[(theta, stats or None), ...]`` at ``steps`` (from the folder where this leg did not keep them)."""
+        out = []
+        for step in steps:
+            if step not in self.kept:
+                path = self.folder / f"{int(step):09d}.npz"
+                arrays = read_npz(path.read_bytes(), str(path))
+                self.kept[step] = (arrays["theta"], arrays.get("stats"))
+            out.append(self.kept[step])
+        return out
+
+
+def sharpness_at_snapshots(net, snapshots, X, y, eps, maxiter=10, seed=0):
+    r"""``(k,)``: metric 2.1 (:func:`~minisgd.curvature.sharpness.epsilon_sharpness`, full space, L-BFGS-B with
+    ``maxiter`` iterations) at each snapshot ``(theta, stats)`` of a training run on ``(X, y)`` in float64; a BN net
+    (``stats`` given) in eval mode with that snapshot's running statistics. The curve of the paper's Figure 6 when
+    drawn against the training loss at the same snapshots."""
+    values = []
+    for theta, stats in snapshots:
+        measured = net if stats is None else net.eval_mode(as_float64(stats))
+        values.append(float(epsilon_sharpness(measured, as_float64(theta), X, y, eps=eps, maxiter=maxiter,
+                                              seed=seed).value))
+    return np.array(values)
+
+
 def run_point(point):
     """Train SB and LB from one start with one optimizer; measure both; the parametric curve between them."""
     p = point
-    net, theta0, (X, y, Xt, yt) = mnist_network(p)
+    net, theta0, (X, y, Xt, yt) = mnist_network(p, batch_norm=p.get("batch_norm", False))
     N = X.shape[0]
     large = int(round(p["large_fraction"] * N))
     lr = p["adam_lr"] if p["optimizer"] == "adam" else p["sgd_lr"]
@@ -171,27 +276,46 @@ def run_point(point):
     Xs, ys = take(X, sub).astype("float64"), take(y, sub)
     basis = random_subspace(net.num_params, p["subspace_dim"], seed=p["seed"])
     if p["device"] != "cpu":
-        from ..backend import to_device
         basis = to_device(basis, p["device"])
     target = p.get("target_loss")
     out, thetas = {"num_params": net.num_params, "n_train": N}, {}
     for regime, batch in (("sb", p["small_batch"]), ("lb", large)):
+        plateau = p.get("plateau_patience")
+        folder = _checkpoint_folder(p, regime)
         cfg = TrainConfig(optimizer=p["optimizer"], lr=lr, batch_size=batch, epochs=p["epochs"], target_loss=target,
-                          seed=p["seed"], eval_every=None if target is None else 1)
-        result = train(net, theta0, (X, y), cfg, progress=False)
+                          plateau_patience=plateau, seed=p["seed"],
+                          eval_every=None if target is None and plateau is None else 1,
+                          out=folder, checkpoint_every=None if folder is None else math.ceil(N / batch))
+        resume = folder if folder is not None and ckpt.has_checkpoint(folder) else None
+        snapshots = _Snapshots(folder) if p.get("snapshot_every") else None
+        callbacks = [] if snapshots is None else [every(p["snapshot_every"] * math.ceil(N / batch), snapshots)]
+        stored = None if resume is None else load_run(resume)
+        if stored is not None and stored.stop_reason in FINAL:  # trained to its end: resuming would train on
+            result = replace(stored, theta=to_device(stored.theta, p["device"]),
+                             bn_stats=None if stored.bn_stats is None else to_device(stored.bn_stats, p["device"]))
+        else:
+            result = train(net, theta0, (X, y), cfg, callbacks=callbacks, resume=resume, progress=False)
         h = result.history
-        test_loss, test_acc = evaluate(net, result.theta, Xt, yt)
+        measured = net.eval_mode(result.bn_stats) if net.batch_norm else net  # F1: eval mode (module docstring)
+        test_loss, test_acc = evaluate(measured, result.theta, Xt, yt)
         out[regime] = {"batch_size": batch, "steps": result.step, "epochs": result.epoch,
                        "stop_reason": result.stop_reason, "train_seconds": result.wall_time,
                        "train_loss": h["train_loss"][-1], "train_acc": h["train_acc"][-1],
                        "test_loss": test_loss, "test_acc": test_acc,
                        "epoch_loss": epoch_means(h), "theta_norm": float(np.linalg.norm(host(result.theta))),
                        "distance_from_init": float(np.linalg.norm(host(result.theta - theta0))),
-                       **_measure(net, result.theta, Xs, ys, p["eps"], basis, p["sharpness_maxiter"], p["seed"])}
+                       **_measure(measured, result.theta, Xs, ys, p["eps"], basis, p["sharpness_maxiter"], p["seed"])}
+        if snapshots is not None:  # the paper's Figure 6: sharpness against the training loss along training
+            steps = np.array(h["snapshot_step"])
+            out[regime]["snapshots"] = {
+                "step": steps, "epoch": steps / math.ceil(N / batch), "train_loss": np.array(h["snapshot_train_loss"]),
+                "sharpness": sharpness_at_snapshots(net, snapshots.at(steps), Xs, ys, p["eps"][0],
+                                                    p["sharpness_maxiter"], p["seed"])}
         thetas[regime] = result.theta
     out["distance_sb_lb"] = float(np.linalg.norm(host(thetas["lb"] - thetas["sb"])))
     idx = subset_indices(N, p["interp_train_examples"], seed=1)
-    curve = interpolate(net, thetas["sb"], thetas["lb"], (take(X, idx), take(y, idx), Xt, yt),
+    along = _Recalibrated(net, take(X, idx)) if net.batch_norm else net
+    curve = interpolate(along, thetas["sb"], thetas["lb"], (take(X, idx), take(y, idx), Xt, yt),
                         alphas=np.linspace(p["alpha_min"], p["alpha_max"], p["alphas"]))
     out["parametric"] = {k: host(getattr(curve, k)) for k in
                          ("alphas", "train_loss", "test_loss", "train_accuracy", "test_accuracy")}
@@ -201,6 +325,8 @@ def run_point(point):
 # ---- summary -----------------------------------------------------------------------------------------------------
 
 def _arch(config):
+    if config.network == "f1":
+        return f"{(28 // config.pool) ** 2}-5x[512 BN]-10 (F1, measured in eval mode)"
     return "-".join(map(str, [(28 // config.pool) ** 2, *config.hidden, 10]))
 
 
@@ -212,7 +338,10 @@ def _values(records, regime, key, scale=1.0):
 def _protocol(config, records):
     r = records[0]["result"]
     lb = r["lb"]["batch_size"]
-    if config.target_loss is None:
+    if config.plateau_patience is not None:
+        stop = (f"each trained from the same start until its training loss ceased to improve (no relative improvement "
+                f"of 1e-3 over {config.plateau_patience} epochs), at most {config.epochs} epochs")
+    elif config.target_loss is None:
         stop = (f"{config.epochs} epochs each from the same start"
                 f"{f' (lr / 10 for the last {config.decay_epochs})' if config.decay_epochs else ', constant lr'}")
     else:
@@ -367,7 +496,16 @@ def figures(config, records):
     fig_cmp = compare_regimes(measures, [names.get(o, o) for o in opts],
                               title=f"SB against LB on MNIST ({arch}, {budget}; mean ± std over "
                                     f"{len(where(records, optimizer=opts[0]))} seeds, dots: seeds)")
-    return {"parametric": fig_par, "sb_vs_lb": fig_cmp}
+    figs = {"parametric": fig_par, "sb_vs_lb": fig_cmp}
+    if config.snapshot_every:
+        from ..plotting import sharpness_vs_training_loss
+        panels = {f"{names.get(o, o)}, ε = {eps0:g}, full space": {
+            label: [(r["result"][g]["snapshots"]["train_loss"], r["result"][g]["snapshots"]["sharpness"])
+                    for r in where(records, optimizer=o)] for label, g in (("SB", "sb"), ("LB", "lb"))} for o in opts}
+        figs["sharpness_along_training"] = sharpness_vs_training_loss(
+            panels, title=f"Keskar's Figure 6, MNIST {arch}: sharpness against the training loss every "
+                          f"{config.snapshot_every} epoch(s) of training (lines: seeds)")
+    return figs
 
 
 SCENARIO = Scenario(

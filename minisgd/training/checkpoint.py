@@ -159,12 +159,15 @@ def load(folder, name="checkpoint"):
 
 # ---- training states ------------------------------------------------------------------------------------------
 
-def save_state(folder, theta, opt_state, counters, history, meta, name="checkpoint"):
-    """Write a training state: ``theta``, the optimizer state's arrays and the history (one array per key,
+def save_state(folder, theta, opt_state, counters, history, meta, name="checkpoint", bn_stats=None):
+    """Write a training state: ``theta``, the optimizer state's arrays, a batch-normalized net's running statistics
+    ``bn_stats`` (they are not parameters, but resuming and eval mode need them) and the history (one array per key,
     exact: float64 and int64 round-trip bit for bit) in the NPZ; ``counters`` (a dict with ``"step"``), the
     optimizer's step count, the history's keys and ``meta`` in the manifest. Device arrays are copied to the host.
     """
     arrays = {"theta": to_numpy(theta)}
+    if bn_stats is not None:
+        arrays["bn_stats"] = to_numpy(bn_stats)
     arrays.update({f"opt.{k}": to_numpy(v) for k, v in opt_state.items() if k != "step"})
     arrays.update({f"history.{k}": np.asarray(v) for k, v in history.items()})
     meta = {**meta, "counters": dict(counters), "opt_step": opt_state["step"], "history_keys": list(history)}
@@ -172,7 +175,8 @@ def save_state(folder, theta, opt_state, counters, history, meta, name="checkpoi
 
 
 def load_state(folder, name="checkpoint"):
-    """The state written by :func:`save_state`: a dict with ``theta``, ``opt_state`` (NumPy arrays),
+    """The state written by :func:`save_state`: a dict with ``theta``, ``opt_state``, ``bn_stats`` (NumPy arrays;
+    ``bn_stats`` None for a net without batch normalization),
     ``counters``, ``history`` (dict of lists of Python numbers) and ``meta`` (the rest of the manifest's meta).
     Raises :class:`CheckpointError` when the manifest's meta does not have the shape :func:`save_state` gives it."""
     arrays, meta = load(folder, name)
@@ -194,8 +198,8 @@ def load_state(folder, name="checkpoint"):
         opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
         opt_state["step"] = meta["opt_step"]
         history = {k: arrays[f"history.{k}"].tolist() for k in keys}
-        return {"theta": arrays["theta"], "opt_state": opt_state, "counters": counters, "history": history,
-                "meta": meta}
+        return {"theta": arrays["theta"], "opt_state": opt_state, "bn_stats": arrays.get("bn_stats"),
+                "counters": counters, "history": history, "meta": meta}
     except KeyError as exc:
         raise CheckpointError(f"incomplete checkpoint {manifest_path(folder, name)}: its arrays lack {exc}; it was not "
                               "written by minisgd.training.train") from None

@@ -38,7 +38,9 @@ The history is a dict of lists:
 * per measurement (:mod:`minisgd.training.callbacks`): ``name`` and ``name + "_step"``.
 
 Stopping: an epoch budget, a step budget, an example budget (a step that would exceed it is not taken), a target
-training loss (checked at each evaluation), or a measurement raising ``StopTraining``. The run ends with an
+training loss (checked at each evaluation), a plateau (``plateau_patience``: none of the last ``patience``
+evaluations of the training loss improved on the best before them by a relative ``plateau_tol``; Keskar et al.'s
+"until the loss function ceased to improve", made a rule), or a measurement raising ``StopTraining``. The run ends with an
 evaluation (if the last one was earlier) and a checkpoint (if ``out`` is set). A run stopped by a budget and
 resumed with a larger one keeps that final evaluation, which the longer run alone would have made only if it fell
 on its evaluation schedule; an interrupted run resumes to an identical history.
@@ -55,7 +57,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import injection
 from ..backend import device_of, namespace, to_numpy
-from ..core import backprop
+from ..core import backprop, batchnorm
 from .callbacks import StopTraining, fixed_subset
 from ..errors import CheckpointError, DivergenceError, NonFiniteError
 from .optim import make_optimizer, proximal_step
@@ -64,7 +66,8 @@ from .schedules import as_batch_schedule, as_lr_schedule, describe, lr_unit
 
 EVAL_UNITS = ("step", "epoch")
 # Keys that may differ when resuming: the budgets (to extend a run) and where / how often to checkpoint.
-RESUMABLE_CHANGES = ("epochs", "max_steps", "max_examples", "target_loss", "checkpoint_every", "out")
+RESUMABLE_CHANGES = ("epochs", "max_steps", "max_examples", "target_loss", "plateau_patience", "checkpoint_every",
+                     "out")
 
 
 
@@ -86,6 +89,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many updates
     max_examples: int | None = None  # stop before a step that would take the examples processed past this
     target_loss: float | None = None  # stop once the evaluated training loss is <= this
+    plateau_patience: int | None = None  # stop once this many evaluations gave no relative improvement plateau_tol
+    plateau_tol: float = 1e-3  # relative improvement of the best training loss that counts for plateau_patience
     seed: int = 0  # seeds the minibatch sequence (the initial theta is the caller's)
     eval_every: int | None = 1  # evaluate every this many eval_units (and at step 0 and the end); None: at the end
     eval_unit: str = "epoch"  # "epoch" or "step"
@@ -110,6 +115,12 @@ class TrainConfig:
             if value is not None and (int(value) != value or value < (1 if name in ("eval_every", "checkpoint_every",
                                                                                      "eval_subset") else 0)):
                 raise ValueError(f"{name} must be a non-negative integer (or None), got {value!r}")
+        if self.plateau_patience is not None and (int(self.plateau_patience) != self.plateau_patience
+                                                  or self.plateau_patience < 1 or self.eval_every is None):
+            raise ValueError(f"plateau_patience must be an integer >= 1 (evaluations), with eval_every set; got "
+                             f"{self.plateau_patience!r} with eval_every={self.eval_every!r}")
+        if not 0 <= self.plateau_tol < 1:
+            raise ValueError(f"plateau_tol must lie in [0, 1), got {self.plateau_tol!r}")
         if all(getattr(self, k) is None for k in ("epochs", "max_steps", "max_examples", "target_loss")):
             raise ValueError("set a budget: epochs, max_steps, max_examples or target_loss")
         if self.checkpoint_every is not None and self.out is None:
@@ -173,8 +184,9 @@ class TrainResult:
     step: int  # updates done
     epoch: int  # epochs completed
     examples: int  # examples processed in all
-    stop_reason: str  # "epochs", "max_steps", "max_examples", "target_loss" or "callback"
+    stop_reason: str  # "epochs", "max_steps", "max_examples", "target_loss", "plateau" or "callback"
     wall_time: float  # seconds, resumed legs included
+    bn_stats: object = None  # (S,) running statistics of a batch-normalized net (net.eval_mode(bn_stats)), else None
 
 
 @dataclass
@@ -255,6 +267,14 @@ def evaluate(net, theta, X, y, chunk=8192):
     return loss, (correct / N if classify else None)
 
 
+def plateaued(losses, patience, tol):
+    r"""Whether the last ``patience`` values of ``losses`` (one per evaluation) all stayed above
+    :math:`(1 - 	ext{tol}) \min(	ext{the earlier ones})`: the loss ceased to improve."""
+    if len(losses) <= patience:
+        return False
+    return min(losses[-patience:]) > (1.0 - tol) * min(losses[:-patience])
+
+
 def _floats(xp, *scalars):
     """Python floats of 0-d arrays, read in one device-to-host copy."""
     return tuple(float(v) for v in to_numpy(xp.stack(scalars)))
@@ -304,7 +324,7 @@ def _counters(folder, stored):
                               f"({exc})") from None
 
 
-def _restore(folder, cfg, fingerprint, theta0):
+def _restore(folder, cfg, fingerprint, theta0, num_statistics):
     state = ckpt.load_state(folder)
     meta = state["meta"]
     for key, off in _RETIRED_OFF.items():
@@ -317,7 +337,13 @@ def _restore(folder, cfg, fingerprint, theta0):
     xp, dev = namespace(theta0), device_of(theta0)
     theta = xp.asarray(state["theta"], device=dev)
     opt_state = {k: v if k == "step" else xp.asarray(v, device=dev) for k, v in state["opt_state"].items()}
-    return theta, opt_state, _counters(folder, state["counters"]), state["history"]
+    bn_stats = state["bn_stats"]
+    if (bn_stats is None) != (num_statistics == 0):
+        raise CheckpointError(f"checkpoint {ckpt.manifest_path(folder)} {'lacks' if bn_stats is None else 'holds'} "
+                              "batch-norm running statistics, which the network to resume "
+                              f"{'has' if num_statistics else 'has not'}; resume with the network that wrote it")
+    bn_stats = None if bn_stats is None else xp.asarray(bn_stats, device=dev)
+    return theta, opt_state, _counters(folder, state["counters"]), state["history"], bn_stats
 
 
 def load_run(folder):
@@ -325,7 +351,8 @@ def load_run(folder):
     state = ckpt.load_state(folder)
     c = _counters(folder, state["counters"])
     return TrainResult(state["theta"], state["history"], state["opt_state"], state["meta"]["config"], c.step,
-                       c.epoch, c.examples, state["meta"].get("stop_reason") or "in_progress", c.elapsed)
+                       c.epoch, c.examples, state["meta"].get("stop_reason") or "in_progress", c.elapsed,
+                       state["bn_stats"])
 
 
 def _interactive():
@@ -369,7 +396,7 @@ class _Run:
 
     def __init__(self, net, data, cfg, callbacks, state, resumed, show):
         self.net, self.data, self.cfg, self.callbacks = net, data, cfg, callbacks
-        self.theta, self.opt_state, self.c, self.history = state
+        self.theta, self.opt_state, self.c, self.history, self.bn_stats = state
         self.resumed = resumed
         # Checked once here: a step then runs no value checks, each a device-to-host copy and wait on a GPU.
         _, self.X, self.y = net.check_inputs(self.theta, data.X_train, data.y_train)
@@ -406,7 +433,7 @@ class _Run:
         self.c.elapsed = time.perf_counter() - self.t0
         if self.cfg.out is not None:
             ckpt.save_state(self.cfg.out, self.theta, self.opt_state, vars(self.c), self.history,
-                            {**self.meta, "stop_reason": reason})
+                            {**self.meta, "stop_reason": reason}, bn_stats=self.bn_stats)
         return reason
 
     def budget_spent(self):
@@ -442,7 +469,7 @@ class _Run:
             Xb = Xb if Xb.dtype == self.X.dtype else xp.astype(Xb, self.X.dtype)  # as the checks would cast it
         lr = float(self.lr_schedule(c.step if self.lr_by_step else c.epoch))
         try:
-            loss, g = backprop.loss_and_grad(net, self.theta, Xb, yb)  # loss: 0-d, on the device
+            loss, g, batch_stats = self.loss_and_grad(self.theta, Xb, yb)  # loss: 0-d, on the device
             noise = (injection.matched_noise(net, self.theta, Xb, yb, cfg.noise_batch,
                                              [injection.STREAM, cfg.seed, c.step])
                      if cfg.noise_batch is not None and len(idx) > cfg.noise_batch else None)
@@ -463,11 +490,13 @@ class _Run:
         shift = 0.0 if noise is None else noise  # the same xi_t at every inner step of a proximal update
 
         def batch_grad(th):
-            return backprop.loss_and_grad(net, th, Xb, yb)[1] + shift
+            return self.loss_and_grad(th, Xb, yb)[1] + shift
 
         # rho = 0 and one step (the default) is exactly opt.update(theta, g + xi_t, ...); no O(P) add without xi_t
         self.theta, self.opt_state = proximal_step(batch_grad, self.theta, cfg.proximal, self.opt, self.opt_state, lr,
                                                    cfg.proximal_steps, grad_t=g if noise is None else g + noise)
+        if batch_stats is not None:  # the statistics of theta_t's forward pass, as torch updates them
+            self.bn_stats = batchnorm.update_running_statistics(net, self.bn_stats, batch_stats, len(idx))
         _append(self.history, {"step": c.step, "epoch": c.epoch, "lr": lr, "batch_size": len(idx), "loss": loss,
                                "grad_norm": grad_norm, "examples": c.examples,
                                "wall_time": time.perf_counter() - self.t0})
@@ -484,6 +513,17 @@ class _Run:
             self.bar.set_postfix(self.postfix, refresh=False)
         return reason
 
+    def loss_and_grad(self, theta, Xb, yb):
+        """``(loss, gradient, batch statistics or None)`` of the batch: a BN net in training mode."""
+        if self.net.batch_norm:
+            return batchnorm.train_loss_and_grad(self.net, theta, Xb, yb)
+        return (*backprop.loss_and_grad(self.net, theta, Xb, yb), None)
+
+    def measured_net(self):
+        """What evaluations and callbacks see: the net, or a BN net in eval mode at the current running statistics
+        (a function of theta alone, as ``model.eval()`` in torch)."""
+        return self.net.eval_mode(self.bn_stats) if self.net.batch_norm else self.net
+
     # ---- measurements ------------------------------------------------------------------------------------------
 
     def measure(self, epoch_end):
@@ -498,7 +538,7 @@ class _Run:
             if not cb.due(c.step):
                 continue
             try:
-                value = cb(self.net, self.theta, self.data, c.step)
+                value = cb(self.measured_net(), self.theta, self.data, c.step)
             except StopTraining:
                 reason = reason or "callback"
                 continue
@@ -512,12 +552,13 @@ class _Run:
         return reason
 
     def evaluate(self):
-        """Loss (and accuracy) on every split, appended to the history; ``"target_loss"`` once it is reached."""
+        """Loss (and accuracy) on every split, appended to the history; ``"target_loss"`` once it is reached,
+        ``"plateau"`` once the training loss ceased to improve (:func:`plateaued`)."""
         cfg, c = self.cfg, self.c
         values = {"eval_step": c.step, "eval_epoch": c.epoch, "eval_examples": c.examples}
         for split, Xs, ys in self.eval_sets:
             try:
-                loss, acc = evaluate(self.net, self.theta, Xs, ys, cfg.eval_batch_size)
+                loss, acc = evaluate(self.measured_net(), self.theta, Xs, ys, cfg.eval_batch_size)
             except NonFiniteError:
                 loss, acc = math.nan, None
             if split == "train" and self.bad(loss):
@@ -529,13 +570,17 @@ class _Run:
         _append(self.history, values)
         self.postfix.update({k: f"{v:.4g}" for k, v in values.items() if k[-4:] in ("loss", "_acc")})
         self.bar.set_postfix(self.postfix, refresh=False)
-        return "target_loss" if cfg.target_loss is not None and values["train_loss"] <= cfg.target_loss else None
+        if cfg.target_loss is not None and values["train_loss"] <= cfg.target_loss:
+            return "target_loss"
+        return "plateau" if cfg.plateau_patience and plateaued(self.history["train_loss"], cfg.plateau_patience,
+                                                               cfg.plateau_tol) else None
 
     # ---- storage and failure -----------------------------------------------------------------------------------
 
     def checkpoint(self):
         self.c.elapsed = time.perf_counter() - self.t0
-        ckpt.save_state(self.cfg.out, self.theta, self.opt_state, vars(self.c), self.history, self.meta)
+        ckpt.save_state(self.cfg.out, self.theta, self.opt_state, vars(self.c), self.history, self.meta,
+                        bn_stats=self.bn_stats)
 
     def bad(self, loss):
         """Non-finite, or above ``divergence_factor`` times the first minibatch loss."""
@@ -584,14 +629,18 @@ def train(net, theta0, data, config, callbacks=(), resume=None, progress=None):
         resume = cfg.out
     with ckpt.writing(cfg.out):  # one writer per checkpoint folder, for the whole run
         if resume is not None:
-            state = _restore(resume, cfg, _fingerprint(net, theta0, data), theta0)
+            state = _restore(resume, cfg, _fingerprint(net, theta0, data), theta0, getattr(net, "num_statistics", 0))
         else:
             if cfg.out is not None and ckpt.has_checkpoint(cfg.out):
                 raise FileExistsError(f"{cfg.out} already holds a checkpoint; pass resume={cfg.out!r} to continue "
                                       "it, or choose another out= (or delete the folder) to start afresh")
-            state = (theta0, cfg.rule().init(theta0), _Counters(), {})
+            xp = namespace(theta0)
+            bn_stats = (xp.astype(xp.asarray(net.initial_statistics(), device=device_of(theta0)), theta0.dtype)
+                        if getattr(net, "batch_norm", False) else None)
+            state = (theta0, cfg.rule().init(theta0), _Counters(), {}, bn_stats)
         show = _interactive() if progress is None else bool(progress)
         run = _Run(net, data, cfg, callbacks, state, resumed=resume is not None, show=show)
         reason = run.loop()
     c = run.c
-    return TrainResult(run.theta, run.history, run.opt_state, cfg, c.step, c.epoch, c.examples, reason, c.elapsed)
+    return TrainResult(run.theta, run.history, run.opt_state, cfg, c.step, c.epoch, c.examples, reason, c.elapsed,
+                       run.bn_stats)

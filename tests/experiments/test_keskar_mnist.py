@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from minisgd.experiments import keskar_mnist
+from minisgd.training.checkpoint import load_state
 from support import check_run_folder, needs_mnist
 
 
@@ -115,3 +116,95 @@ def test_config_rules_between_keys():
     with pytest.raises(ValueError, match="alpha_min must be below alpha_max"):
         sc.config(alpha_min=2.0, alpha_max=1.0)
     assert sc.config(alpha_min=-3.0).alpha_min == -3.0  # any finite value
+
+
+def test_f1_is_five_batch_normalized_layers_of_512():
+    config = keskar_mnist.SCENARIO.config(quick=True, network="f1")
+    point = keskar_mnist.grid(config)[0]
+    assert point["hidden"] == (512,) * 5 and point["batch_norm"]
+    with pytest.raises(Exception, match="network"):
+        keskar_mnist.SCENARIO.config(quick=True, network="f2")
+
+
+@needs_mnist
+def test_a_batch_normalized_point_trains_to_a_plateau_and_measures_in_eval_mode():
+    """The F1 code path (BN training, eval-mode measurements, recalibrated parametric plot) on a small BN net."""
+    config = keskar_mnist.SCENARIO.config(quick=True, batch_norm=True, hidden=(32, 32), n_train=600, epochs=12,
+                                          target_loss=None, plateau_patience=2, small_batch=32,
+                                          sharpness_examples=200, subspace_dim=5, alphas=3,
+                                          interp_train_examples=300, seeds=1, sharpness_maxiter=3)
+    r = keskar_mnist.run_point(keskar_mnist.grid(config)[0])
+    assert r["num_params"] == 197 * 32 + 33 * 32 + 33 * 10 + 4 * 32
+    for regime in ("sb", "lb"):
+        m = r[regime]
+        assert m["stop_reason"] in ("plateau", "epochs") and m["train_acc"] > 0.7 and 0.6 < m["test_acc"] <= 1
+        assert m["top_eigenvalue"] > 0 and np.isfinite(m["full_0.001"]) and m["full_0.001"] >= 0
+    assert r["sb"]["epochs"] <= 12 and r["lb"]["epochs"] <= 12
+    par = r["parametric"]
+    i0 = int(np.argmin(np.abs(par["alphas"])))
+    # at alpha = 0 the statistics are recomputed on a training subset, not SB's running ones: close, not equal
+    assert par["test_accuracy"][i0] == pytest.approx(r["sb"]["test_acc"], abs=0.05)
+
+
+@needs_mnist
+def test_train_checkpoints_resume_each_regime_where_it_stopped(tmp_path):
+    """A point stopped after 2 epochs and rerun with 4 continues from its checkpoints: the same training as 4 epochs
+    in one go (the trainer resumes bit-identically on the CPU)."""
+    small = dict(quick=True, batch_norm=True, hidden=(16,), n_train=300, target_loss=None, small_batch=30,
+                 sharpness_examples=50, subspace_dim=2, alphas=2, interp_train_examples=50, seeds=1,
+                 sharpness_maxiter=1, eps=(1e-3,))
+    point = keskar_mnist.grid(keskar_mnist.SCENARIO.config(epochs=4, **small))[0]
+    stored = {**point, "train_checkpoints": str(tmp_path)}
+    keskar_mnist.run_point({**stored, "epochs": 2})
+    for regime in ("sb", "lb"):
+        assert load_state(tmp_path / "adam-seed0" / regime)["counters"]["epoch"] == 2
+    resumed, fresh = keskar_mnist.run_point(stored), keskar_mnist.run_point(point)
+    for regime in ("sb", "lb"):
+        assert load_state(tmp_path / "adam-seed0" / regime)["counters"]["epoch"] == 4
+        assert resumed[regime]["epochs"] == fresh[regime]["epochs"] == 4
+        assert resumed[regime]["train_loss"] == fresh[regime]["train_loss"]
+        assert resumed[regime]["theta_norm"] == fresh[regime]["theta_norm"]
+
+
+@needs_mnist
+def test_snapshots_give_the_sharpness_along_training(tmp_path):
+    """snapshot_every=1 over 2 epochs: 3 snapshots (the start and each epoch's end) per regime, each with the whole
+    training set's loss and metric 2.1 there, the same as measured directly from the stored snapshot; Figure 6 drawn."""
+    config = keskar_mnist.SCENARIO.config(quick=True, batch_norm=True, hidden=(16,), n_train=300, target_loss=None,
+                                          epochs=2, small_batch=30, sharpness_examples=50, subspace_dim=2, alphas=2,
+                                          interp_train_examples=50, seeds=1, sharpness_maxiter=2, eps=(1e-3,),
+                                          snapshot_every=1, train_checkpoints=str(tmp_path))
+    point = keskar_mnist.grid(config)[0]
+    r = keskar_mnist.run_point(point)
+    net, _, (X, y, _, _) = keskar_mnist.mnist_network(point, batch_norm=True)
+    Xs, ys = keskar_mnist.take(X, keskar_mnist.subset_indices(300, 50)).astype("float64"), \
+        keskar_mnist.take(y, keskar_mnist.subset_indices(300, 50))
+    for regime in ("sb", "lb"):
+        snap = r[regime]["snapshots"]
+        np.testing.assert_array_equal(snap["epoch"], [0, 1, 2])
+        assert snap["train_loss"][0] > snap["train_loss"][-1] > 0 and np.all(snap["sharpness"] >= 0)
+        assert snap["train_loss"][-1] == pytest.approx(r[regime]["train_loss"], rel=1e-5)  # the final state
+        stored = np.load(tmp_path / "adam-seed0" / regime / "snapshots" / f"{int(snap['step'][1]):09d}.npz")
+        direct = keskar_mnist.sharpness_at_snapshots(net, [(stored["theta"], stored["stats"])], Xs, ys, 1e-3,
+                                                     maxiter=2, seed=0)
+        assert direct[0] == snap["sharpness"][1]
+    figs = keskar_mnist.figures(config, [{"point": point, "result": r}])
+    assert len(figs["sharpness_along_training"].axes[0].get_lines()) == 2
+
+
+@needs_mnist
+def test_a_regime_that_reached_its_stopping_rule_is_not_trained_again(tmp_path):
+    """Rerunning a point whose trainings stopped at their target loss reads them back: no step more, same result."""
+    config = keskar_mnist.SCENARIO.config(quick=True, batch_norm=True, hidden=(16,), n_train=300, target_loss=2.0,
+                                          epochs=6, small_batch=30, sharpness_examples=50, subspace_dim=2, alphas=2,
+                                          interp_train_examples=50, seeds=1, sharpness_maxiter=1, eps=(1e-3,),
+                                          train_checkpoints=str(tmp_path))
+    point = keskar_mnist.grid(config)[0]
+    first = keskar_mnist.run_point(point)
+    steps = {g: load_state(tmp_path / "adam-seed0" / g)["counters"]["step"] for g in ("sb", "lb")}
+    assert first["sb"]["stop_reason"] == "target_loss" and first["sb"]["epochs"] < 6
+    again = keskar_mnist.run_point(point)
+    for g in ("sb", "lb"):
+        assert load_state(tmp_path / "adam-seed0" / g)["counters"]["step"] == steps[g]
+        for key in ("stop_reason", "epochs", "train_loss", "test_acc", "theta_norm", "top_eigenvalue"):
+            assert again[g][key] == first[g][key]

@@ -56,7 +56,7 @@ def test_parse_overrides_uses_the_field_types():
     assert parsed == {"epochs": 30, "adam_lr": 3e-4, "hidden": (256, 128), "n_train": None, "eps": (1e-3,),
                       "optimizers": ("adam",), "activation": "tanh"}
     assert parse_overrides(batch_sweep.Config, ["target_loss=none", "target-loss=0.1"]) == {"target_loss": 0.1}
-    with pytest.raises(KeyError, match="unknown config key 'epoch'; valid keys: hidden, activation"):
+    with pytest.raises(KeyError, match="unknown config key 'epoch'; valid keys: network, batch_norm, hidden, activation"):
         parse_overrides(keskar_mnist.Config, ["epoch=3"])
     with pytest.raises(ValueError, match="epochs takes an integer"):
         parse_overrides(keskar_mnist.Config, ["epochs=2.5"])

@@ -350,3 +350,77 @@ def test_progress_bar_shows_when_asked_and_never_otherwise(capsys):
     assert "8/8" in capsys.readouterr().err  # tqdm's count: 2 epochs of 4 steps
     train(net, theta, data, cfg, progress=False)
     assert capsys.readouterr().err == ""
+
+
+# ---- batch normalization: running statistics carried beside theta ---------------------------------------------------
+
+def bn_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    X, y = rng.standard_normal((60, 4)), rng.integers(0, 3, 60)
+    return ms.MLP([4, 6, 5, 3], activation="tanh", batch_norm=True), X, y
+
+
+def test_bn_training_steps_and_running_statistics_follow_their_definitions():
+    """Plain SGD on full batches, recomputed here from the training-mode gradient and torch's update rule."""
+    net, X, y = bn_problem()
+    theta0 = net.init(seed=1)
+    result = train(net, theta0, (X, y), TrainConfig(optimizer="sgd", lr=0.1, epochs=3, sampling="full"),
+                   progress=False)
+    theta, stats = theta0.copy(), net.initial_statistics()
+    for _ in range(3):
+        _, grad, batch = ms.core.batchnorm.train_loss_and_grad(net, theta, X, y)
+        z, means, variances = X, [], []
+        for (W, b), (gamma, beta) in zip(net.unflatten(theta)[:-1], ms.core.batchnorm.normalization_params(net, theta)):
+            z = z @ W + b
+            means.append(z.mean(0))
+            variances.append(z.var(0, ddof=1))
+            z = np.tanh(gamma * (z - z.mean(0)) / np.sqrt(z.var(0) + net.bn_eps) + beta)
+        stats = 0.9 * stats + 0.1 * np.concatenate([v for pair in zip(means, variances) for v in pair])
+        theta = theta - 0.1 * grad
+    np.testing.assert_allclose(result.theta, theta, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(result.bn_stats, stats, rtol=1e-12, atol=1e-14)
+    # the history's losses are eval mode's, with the running statistics of that moment
+    assert result.history["train_loss"][-1] == pytest.approx(net.eval_mode(stats).loss(theta, X, y), rel=1e-12)
+
+
+def test_bn_run_resumes_exactly_with_its_running_statistics(tmp_path):
+    net, X, y = bn_problem()
+    cfg = TrainConfig(optimizer="adam", lr=1e-2, epochs=3, batch_size=16, checkpoint_every=2, out=str(tmp_path / "w"))
+    whole = train(net, net.init(0), (X, y), cfg, progress=False)
+    train(net, net.init(0), (X, y), TrainConfig(**{**vars(cfg), "epochs": 1, "out": str(tmp_path / "r")}),
+          progress=False)
+    resumed = train(net, net.init(0), (X, y), TrainConfig(**{**vars(cfg), "out": str(tmp_path / "r")}),
+                    resume=True, progress=False)
+    assert np.array_equal(resumed.theta, whole.theta) and np.array_equal(resumed.bn_stats, whole.bn_stats)
+    assert np.array_equal(ms.load_run(tmp_path / "r").bn_stats, whole.bn_stats)
+    plain = ms.MLP([4, 6, 5, 3], activation="tanh")
+    with pytest.raises(ms.MinisgdError):  # a net without BN cannot take this checkpoint
+        train(plain, plain.init(0), (X, y),
+              TrainConfig(**{**vars(cfg), "out": str(tmp_path / "r")}), resume=True, progress=False)
+
+
+def test_bn_callbacks_measure_the_eval_mode_net():
+    net, X, y = bn_problem()
+    seen = []
+
+    def grab(net_seen, theta, data, step):
+        seen.append(net_seen)
+        return net_seen.hessian_diagonal(theta, data.X_train, data.y_train)[0]  # refused in training mode
+    train(net, net.init(0), (X, y), TrainConfig(optimizer="adam", lr=1e-2, epochs=1, batch_size=30),
+          callbacks=[every(1, grab)], progress=False)
+    assert seen and all("eval mode" in repr(n) for n in seen)
+
+
+def test_plateau_rule_stops_when_the_loss_ceased_to_improve():
+    from minisgd.training.train import plateaued
+    assert not plateaued([3.0, 2.0, 1.0], 2, 1e-3)
+    assert plateaued([3.0, 1.0, 0.9995, 0.9992], 2, 1e-3)  # 0.9992 > 0.999 * 1.0: less than 1e-3 better
+    assert not plateaued([3.0, 1.0, 0.9995, 0.998], 2, 1e-3)
+    net, theta0, X, y = least_squares()  # GD on a quadratic converges: the loss stops improving
+    result = train(net, theta0, (X, y), TrainConfig(optimizer="sgd", lr=0.3, sampling="full", epochs=500,
+                                                    plateau_patience=3), progress=False)
+    losses = result.history["train_loss"]
+    assert result.stop_reason == "plateau" and result.epoch < 500
+    assert plateaued(losses, 3, 1e-3) and not plateaued(losses[:-1], 3, 1e-3)
+    with pytest.raises(ValueError, match="plateau_patience"):
+        TrainConfig(epochs=1, plateau_patience=0)

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from ...backend import device_of, namespace, to_device, to_numpy
-from ...core.gauss_newton import factor_diagonal, factor_vector_product
+from ...core.batchnorm import BatchNormEval, refuse_in_training_mode
 from ...errors import ShapeError
 from ._base import CHUNK_ELEMENTS, CurvatureOperator, _device
 
@@ -53,6 +53,8 @@ def output_factor(net, theta, X, y, kind, mc_samples=1, seed=0):
     """``(N, K, m)``: the output factor of ``kind`` (see the module docstring) at ``theta`` on ``X``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if getattr(net, "batch_norm", False) and not isinstance(net, BatchNormEval):
+        refuse_in_training_mode(f"the output factor ({kind}) and its curvature")
     xp, loss_fn = namespace(theta, X), net.loss_fn
     Z = net.forward(theta, X)  # (N, K)
     N, K = Z.shape
@@ -77,7 +79,8 @@ def output_factor(net, theta, X, y, kind, mc_samples=1, seed=0):
 class FactorOperator(CurvatureOperator):
     r""":math:`\frac1N \sum_n J_n^T F_n F_n^T J_n + \lambda I` for an output factor ``factor: (N, K, m)``.
 
-    Products by :func:`minisgd.core.gauss_newton.factor_vector_product` (a forward R-pass and one backward pass);
+    Products by the net's ``factor_vector_product`` (:func:`minisgd.core.gauss_newton.factor_vector_product`: a
+    forward R-pass and one backward pass; a BN net in eval mode through its fold, a training-mode one refused);
     the dense matrix by the explicit output Jacobian (``net.output_jacobian``), a second route."""
 
     def __init__(self, net, theta, X, y, factor, max_directions=None):
@@ -85,11 +88,11 @@ class FactorOperator(CurvatureOperator):
         self.factor = factor
 
     def _apply(self, V):
-        out = factor_vector_product(self.net, self.theta, self.X, self.factor, V)
+        out = self.net.factor_vector_product(self.theta, self.X, self.factor, V)
         return out + self.net.l2 * V if self.net.l2 else out
 
     def diagonal(self):
-        return factor_diagonal(self.net, self.theta, self.X, self.factor) + self.net.l2
+        return self.net.factor_diagonal(self.theta, self.X, self.factor) + self.net.l2
 
     def to_dense(self):
         self._check_dense_fits()

@@ -20,7 +20,7 @@ import numpy as np
 
 from ...backend import device_of, to_numpy
 from ...core.gauss_newton import backpropagated_factor
-from ...errors import ConfigError
+from ...errors import ConfigError, UnsupportedModelError
 from ._base import CHUNK_ELEMENTS, CurvatureOperator
 
 def layer_statistics(net, theta, X, factor, statistic, chunk_elements=CHUNK_ELEMENTS):
@@ -45,6 +45,10 @@ class KroneckerEigenOperator(CurvatureOperator):
     ``power=1, shift=l2`` is the approximation itself, ``power=-1, shift=l2 + damping`` its damped inverse."""
 
     def __init__(self, net, theta, X, y, eigen, shift, power=1, max_directions=None):
+        if getattr(net, "batch_norm", False):  # a Kronecker factor per [W; b] block has no place for gamma and beta
+            raise UnsupportedModelError(f"{type(self).__name__} has one Kronecker block per [W; b] layer and none for "
+                                        f"batch normalization's gamma and beta: {net!r} is not supported; use the "
+                                        "exact operators (Hessian, Gauss-Newton) on its eval-mode net")
         super().__init__(net, theta, X, y, max_directions)
         self.eigen, self.shift, self.power = eigen, float(shift), power
 

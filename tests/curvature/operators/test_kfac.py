@@ -97,3 +97,14 @@ def test_top_eigenpairs_in_closed_form(small):
         np.testing.assert_allclose(values, np.linalg.eigvalsh(dense)[::-1][:5], rtol=1e-12)
         np.testing.assert_allclose(vectors.T @ vectors, np.eye(5), atol=1e-13)  # orthonormal
         np.testing.assert_allclose(dense @ vectors, vectors * values, rtol=0, atol=1e-12 * values[0])
+
+
+def test_kronecker_operators_refuse_batch_normalized_nets():
+    import numpy as np
+    import minisgd as ms
+    from minisgd.curvature.operators import EKFAC, KFAC
+    net = ms.MLP([4, 3, 2], batch_norm=True)
+    X, y = np.random.default_rng(0).standard_normal((6, 4)), np.array([0, 1] * 3)
+    for cls in (KFAC, EKFAC):
+        with pytest.raises(ms.errors.UnsupportedModelError, match="batch normalization"):
+            cls(net.eval_mode(net.initial_statistics()), net.init(0), X, y)
