@@ -11,8 +11,9 @@ spurious copies of converged eigenvalues appear.
 Block Lanczos (Golub & Underwood 1977) runs the same iteration on ``b`` vectors at once: each step is one
 batched HVP of ``b`` directions (a few GEMMs, 0.4-0.6x the cost of ``b`` separate products), ``T_m`` is block
 tridiagonal, and a Ritz pair's residual is :math:`\lVert B_m S_{m,i} \rVert` with :math:`S_{m,i}` the last ``b``
-entries of its vector in the basis. It finds the top ``k`` eigenvalues in fewer *steps* than Lanczos, and a
-cluster of ``b`` close eigenvalues as easily as one.
+entries of its vector in the basis. It takes fewer *steps* than Lanczos and finds a cluster of ``b`` close
+eigenvalues as easily as one, but more products in all (on the CPU, where a batched product saves only ~20% per
+direction, Lanczos stays faster for well-separated top eigenvalues).
 
 Contract (as scipy's ``eigsh`` states its own): ``values`` are returned in descending order for
 ``which="largest"`` and ascending for ``which="smallest"``; ``vectors[:, i]`` belongs to ``values[i]``;
@@ -264,10 +265,14 @@ def _part_product(net, theta, X, y, part):
 
 
 def top_eigenvalues(net, theta, X, y, k=1, seed=0, tol=1e-6, max_iter=None):
-    """The ``k`` largest Hessian eigenvalues by Lanczos on HVPs (cheap: no ``P x P`` matrix): for ``k > 1`` block
-    Lanczos with ``k`` directions per step, each step one batched HVP."""
-    return hessian_spectrum(net, theta, X, y, k=k, which="largest", method="lanczos" if k == 1 else "block_lanczos",
-                            seed=seed, tol=tol, max_iter=max_iter)
+    """The ``k`` largest Hessian eigenvalues by Lanczos on HVPs (cheap: no ``P x P`` matrix).
+
+    Single-vector Lanczos, not block Lanczos: for the top 10 of 784-512-512-10 block Lanczos needed 78-220 products
+    (blocks of 2-10) where Lanczos needed 50, and a batched product saves only ~20% per direction on the CPU
+    (benchmarks/bench_top_eigenvalues.py). ``hessian_spectrum(..., method="block_lanczos")`` is there for clusters
+    of close eigenvalues."""
+    return hessian_spectrum(net, theta, X, y, k=k, which="largest", method="lanczos", seed=seed, tol=tol,
+                            max_iter=max_iter)
 
 
 @dataclass

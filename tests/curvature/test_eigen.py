@@ -257,13 +257,14 @@ def test_block_lanczos_without_convergence_carries_the_partial_result():
     assert info.value.partial.values.shape == (2,) and info.value.partial.iterations == 6
 
 
-def test_top_eigenvalues_uses_blocks_for_several(problem):
+def test_top_eigenvalues_and_block_lanczos_agree(problem):
     net, theta, X, y = problem
     w = np.linalg.eigvalsh(net.hessian(theta, X, y))[::-1]
-    s = eigen.top_eigenvalues(net, theta, X, y, k=3, tol=TOL)
-    assert s.method == "block_lanczos"
-    np.testing.assert_allclose(s.values, w[:3], rtol=0, atol=EIG_RTOL * abs(w).max())
-    assert eigen.top_eigenvalues(net, theta, X, y, k=1).method == "lanczos"
+    top = eigen.top_eigenvalues(net, theta, X, y, k=3, tol=TOL)
+    block = eigen.hessian_spectrum(net, theta, X, y, k=3, method="block_lanczos", tol=TOL)
+    assert top.method == "lanczos" and block.method == "block_lanczos"
+    for s in (top, block):
+        np.testing.assert_allclose(s.values, w[:3], rtol=0, atol=EIG_RTOL * abs(w).max())
 
 
 def test_slq_in_batches_of_probes_is_slq_one_probe_at_a_time(dense_problem):
