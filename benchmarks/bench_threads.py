@@ -56,13 +56,13 @@ def cases(np, ms, quick):
     P = net.num_params
     out.append((f"eigvalsh {P}x{P}", 4 * P ** 3 / 3, lambda: exact_spectrum(H)))
     out.append((f"eigh {P}x{P} (vectors)", 10 * P ** 3, lambda: exact_spectrum(H, return_vectors=True)))
-    if not quick:
-        net = ms.MLP([100, 64, 32, 10], activation="tanh")
+    if not quick:  # P = 2,858: eigh with vectors ~ 2e11 flops, the size where two threads should pay
+        net = ms.MLP([60, 40, 10], activation="tanh")
         theta = net.init(seed=0)
-        X, y = rng.standard_normal((2000, 100)), rng.integers(0, 10, 2000)
+        X, y = rng.standard_normal((2000, 60)), rng.integers(0, 10, 2000)
         H = hessian.hessian(net, theta, X, y)
         P = net.num_params
-        out.append((f"exact Hessian 100-64-32-10 N=2000 (P={P})", hessian.hessian_flops(net, 2000),
+        out.append((f"exact Hessian 60-40-10 N=2000 (P={P})", hessian.hessian_flops(net, 2000),
                     lambda: hessian.hessian(net, theta, X, y)))
         out.append((f"eigh {P}x{P} (vectors)", 10 * P ** 3, lambda: exact_spectrum(H, return_vectors=True)))
     return out
