@@ -22,7 +22,7 @@ _NARROW = 64
 
 
 def _row_max(Z):
-    """``(N,)``: :math:`\max_j Z_{nj}` of ``Z: (N, K)``."""
+    r"""``(N,)``: :math:`\max_j Z_{nj}` of ``Z: (N, K)``."""
     xp = namespace(Z)
     if Z.shape[1] > _NARROW:
         return xp.max(Z, axis=1)
@@ -33,7 +33,7 @@ def _row_max(Z):
 
 
 def _row_sum(A):
-    """``(...)``: :math:`\sum_j A_{...j}` of ``A: (..., K)``, as one matrix-vector product (a BLAS call)."""
+    r"""``(...)``: :math:`\sum_j A_{...j}` of ``A: (..., K)``, as one matrix-vector product (a BLAS call)."""
     xp = namespace(A)
     return A @ xp.ones(A.shape[-1], dtype=A.dtype, device=device_of(A))
 
