@@ -496,7 +496,9 @@ def figures(config, records):
         "training accuracy": {"ylabel": "accuracy (%)", "values": per_group("train_acc", 100)},
         "final training loss": {"ylabel": "cross-entropy (nats)", "log": True, "values": per_group("train_loss")},
     }
-    budget = (f"{config.epochs} epochs each" if config.target_loss is None else
+    budget = (f"each until its loss ceased to improve, at most {config.epochs} epochs"
+              if config.plateau_patience is not None and config.target_loss is None else
+              f"{config.epochs} epochs each" if config.target_loss is None else
               f"each to training loss {config.target_loss:g}")
     fig_cmp = compare_regimes(measures, [names.get(o, o) for o in opts],
                               title=f"SB against LB on MNIST ({arch}, {budget}; mean ± std over "
