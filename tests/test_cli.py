@@ -109,7 +109,7 @@ def test_demo_still_works(capsys):
 
 # ---- first mistakes: one line, exit code 2, nothing started ------------------------------------------------------
 
-def _fails_clearly(capsys, args, *named):
+def _assert_fails_clearly(capsys, args, *named):
     """``minisgd ARGS`` exits with 2 and one line on stderr that names each of ``named``; returns the line."""
     assert main(args) == 2
     captured = capsys.readouterr()
@@ -140,13 +140,13 @@ def _fails_clearly(capsys, args, *named):
 ])
 def test_a_bad_config_is_one_line_before_anything_runs(capsys, tmp_path, args, key, says):
     out = tmp_path / "run"
-    line = _fails_clearly(capsys, ["run", "keskar-mnist", "--quick", "--out", str(out), *args], key, says)
+    line = _assert_fails_clearly(capsys, ["run", "keskar-mnist", "--quick", "--out", str(out), *args], key, says)
     assert line.split("minisgd: error: ")[1].startswith(key) or key == "epoch"  # the key first, but an unknown one
     assert not out.exists()  # no folder made, so none is locked to a bad config
 
 
 def test_an_empty_list_of_classes_runs_nothing(capsys, tmp_path):
-    _fails_clearly(capsys, ["run", "spectrum", "--out", str(tmp_path / "run"), "--set", "classes="], "classes",
+    _assert_fails_clearly(capsys, ["run", "spectrum", "--out", str(tmp_path / "run"), "--set", "classes="], "classes",
                    "non-empty")
     assert not (tmp_path / "run").exists()
 
@@ -166,8 +166,8 @@ def test_every_scenario_checks_its_keys():
 def test_the_run_folder_is_checked_first(capsys, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    _fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(a_file)], "--out", "is a file")
-    _fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(a_file / "run")], "--out", "lies under",
+    _assert_fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(a_file)], "--out", "is a file")
+    _assert_fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(a_file / "run")], "--out", "lies under",
                    str(a_file))
 
 
@@ -178,13 +178,13 @@ def test_a_read_only_run_folder(capsys, tmp_path):
         pytest.skip("/sys is writable here")
     except OSError:
         pass
-    _fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", "/sys/minisgd-run"], "--out", "cannot write in /sys")
+    _assert_fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", "/sys/minisgd-run"], "--out", "cannot write in /sys")
 
 
 def test_missing_data_offline_is_one_line(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MINISGD_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("MINISGD_OFFLINE", "1")
-    _fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")], str(tmp_path / "data"),
+    _assert_fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")], str(tmp_path / "data"),
                    "not found", "unset MINISGD_OFFLINE", "the folder that contains 'mnist/'")
     assert not (tmp_path / "run").exists()
 
@@ -193,13 +193,13 @@ def test_a_failed_download_is_one_line_once(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MINISGD_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("MINISGD_OFFLINE", raising=False)
     monkeypatch.setenv("MINISGD_MNIST_MIRRORS", "http://127.0.0.1:9/")  # nothing listens on port 9
-    _fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")], "download failed",
+    _assert_fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")], "download failed",
                    "http://127.0.0.1:9/", "(3 attempts)", "a folder that contains a mnist/ folder")
 
 
 def test_the_mnist_folder_itself_is_refused(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MINISGD_DATA", str(tmp_path / "data" / "mnist"))
-    _fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")], "MINISGD_DATA",
+    _assert_fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")], "MINISGD_DATA",
                    f"MINISGD_DATA={tmp_path / 'data'}")
     assert not (tmp_path / "data").exists()  # no empty mnist/mnist/ left behind
 
@@ -272,8 +272,8 @@ def test_show_lists_the_runs_in_a_folder(capsys, tmp_path):
                     ["b-partial", "spectrum", "partial", "1/2", "points"],
                     ["c-failed", "spectrum", "failed", "1/2", "points"]]
     assert "resumes a partial one" in lines[-1]
-    _fails_clearly(capsys, ["show", str(tmp_path / "not-a-run")], "holds no run folders")
-    _fails_clearly(capsys, ["show", str(tmp_path / "nothing")], "is not a folder")
+    _assert_fails_clearly(capsys, ["show", str(tmp_path / "not-a-run")], "holds no run folders")
+    _assert_fails_clearly(capsys, ["show", str(tmp_path / "nothing")], "is not a folder")
 
 
 def test_a_failed_point_is_one_line_without_debug(capsys, tmp_path):
@@ -304,7 +304,7 @@ def test_crafted_files_are_refused_in_one_line_naming_the_file(capsys, tmp_path,
     _stored_run(runs / "huge", done=1)
     with open(runs / "huge" / "config.json", "wb") as fh:
         fh.truncate(1 << 30)
-    _fails_clearly(capsys, ["show", str(runs / "huge")], str(runs / "huge" / "config.json"),
+    _assert_fails_clearly(capsys, ["show", str(runs / "huge")], str(runs / "huge" / "config.json"),
                    "1,073,741,824 bytes, more than a run folder's config may hold")
     assert main(["show", str(runs)]) == 0  # the folder of runs lists each, the damaged ones as such
     rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[:2]]
@@ -317,6 +317,6 @@ def test_crafted_files_are_refused_in_one_line_naming_the_file(capsys, tmp_path,
         (data / stem).write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 10 ** 6, 1000, 1000))
     monkeypatch.setenv("MINISGD_DATA", str(data.parent))
     monkeypatch.setenv("MINISGD_OFFLINE", "1")
-    _fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")],
+    _assert_fails_clearly(capsys, ["run", "spectrum", "--quick", "--out", str(tmp_path / "run")],
                    f"{data / 'train-images-idx3-ubyte'}: truncated: the header says shape (1000000, 1000, 1000) "
                    "(1000000000000 bytes of data) but only 0 bytes follow")

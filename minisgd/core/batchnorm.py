@@ -473,22 +473,24 @@ class BatchNormEval:
         out = fold_vjp(self.net, theta, stats, HTV) + fold_curvature(self.net, theta, stats, g[None, :], Vk)
         return out + self.l2 * Vk if self.l2 else out
 
-    def hvp(self, theta, X, y, V):
-        """Hessian-vector products ``H @ V`` for ``V: (P,)`` or ``(P, k)``."""
-        theta, stats, folded, X, y = self._folded(theta, X, y)
-        Vk, single = _as_rows(self._checked_directions(theta, V))
-        HV = self._hvp_rows(theta, stats, folded, X, y, Vk)
-        return HV[0, :] if single else HV.T
-
-    def hvp_operator(self, theta, X, y):
-        """``V -> H @ V`` at fixed inputs, checked and folded once (as :meth:`MLP.hvp_operator`)."""
+    def _operator(self, rows, theta, X, y):
+        """``V -> rows(..., V)`` for ``V: (P,)`` or ``(P, k)`` (same shape out), the inputs checked and folded once;
+        ``rows`` maps ``Vk: (k, P)`` to ``(k, P)``."""
         theta, stats, folded, X, y = self._folded(theta, X, y)
 
         def apply(V):
             Vk, single = _as_rows(V)
-            HV = self._hvp_rows(theta, stats, folded, X, y, Vk)
-            return HV[0, :] if single else HV.T
+            out = rows(theta, stats, folded, X, y, Vk)
+            return out[0, :] if single else out.T
         return apply
+
+    def hvp(self, theta, X, y, V):
+        """Hessian-vector products ``H @ V`` for ``V: (P,)`` or ``(P, k)``."""
+        return self.hvp_operator(theta, X, y)(self._checked_directions(theta, V))
+
+    def hvp_operator(self, theta, X, y):
+        """``V -> H @ V`` at fixed inputs, checked and folded once (as :meth:`MLP.hvp_operator`)."""
+        return self._operator(self._hvp_rows, theta, X, y)
 
     def _gn_rows(self, theta, stats, folded, X, y, Vk):
         TV = fold_jvp(self.net, theta, stats, Vk)
@@ -498,20 +500,11 @@ class BatchNormEval:
 
     def gauss_newton_vp(self, theta, X, y, V):
         """Gauss-Newton-vector products :math:`(T^T G' T + \\lambda) V` for ``V: (P,)`` or ``(P, k)``."""
-        theta, stats, folded, X, y = self._folded(theta, X, y)
-        Vk, single = _as_rows(self._checked_directions(theta, V))
-        GV = self._gn_rows(theta, stats, folded, X, y, Vk)
-        return GV[0, :] if single else GV.T
+        return self.gauss_newton_vp_operator(theta, X, y)(self._checked_directions(theta, V))
 
     def gauss_newton_vp_operator(self, theta, X, y):
         """``V -> G @ V`` at fixed inputs, checked and folded once."""
-        theta, stats, folded, X, y = self._folded(theta, X, y)
-
-        def apply(V):
-            Vk, single = _as_rows(V)
-            GV = self._gn_rows(theta, stats, folded, X, y, Vk)
-            return GV[0, :] if single else GV.T
-        return apply
+        return self._operator(self._gn_rows, theta, X, y)
 
     def factor_vector_product(self, theta, X, factor, V):
         r"""``(P,)`` or ``(P, k)``: :math:`T^T (\frac1N \sum_n J'^T_n F_n F_n^T J'_n) T V` for an output factor

@@ -80,7 +80,10 @@ def test_summary_says_where_the_finding_holds_and_where_not():
     assert "training loss <= 0.001 in both" in text and "the paper's finding." in text
     assert "SB 30 ± 0, LB 30 ± 0 epochs" in text
     _, text = keskar_mnist.summarize(config, [holds[0], _record(1, {}, {**sharp, "top_eigenvalue": 0.5})])
-    assert "in 1 of the 2 seeds only (not in seed 1): here the paper's finding does not hold in every seed" in text
+    assert ("in 1 of the 2 seeds only (not in seed 1: LB is not sharper by the top eigenvalue): here the paper's "
+            "finding does not hold in every seed") in text
+    _, text = keskar_mnist.summarize(config, [holds[0], _record(1, {}, {**sharp, "full_0.001": 0.5, "test_acc": 0.96})])
+    assert ("(not in seed 1: LB is not sharper by epsilon-sharpness, SB does not test higher)") in text
 
 
 def test_summary_flags_an_lb_that_is_not_at_a_minimizer():
