@@ -1,6 +1,6 @@
 """Gradient and HVP of minisgd against ``jax.jit`` of the same function, and against the GEMMs they need (issue 16).
 
-    PYTHONPATH=. /work/venvs/bench/bin/python benchmarks/bench_parity.py [--threads 1 2] [--quick]
+    PYTHONPATH=. /work/venvs/bench/bin/python benchmarks/bench_parity.py [--threads 1 2] [--quick] [--small]
 
 Each thread count runs in its own process (XLA sizes its pool at start-up): ``--threads 1`` pins both sides to one
 core; with every core, JAX uses its own pool and minisgd its thread policy (``minisgd.threads``). Per case the
@@ -52,7 +52,7 @@ def gemm_time(np, shapes, dtype, repeats):
     return min(C.timeit(run, repeats=repeats, warmup=1, retries=0))
 
 
-def child(threads, quick, repeats):
+def child(threads, quick, repeats, small):
     C.set_threads(threads)
     import numpy as np
     jax = C.load_jax()
@@ -60,7 +60,7 @@ def child(threads, quick, repeats):
     from minisgd.core import backprop, hvp
     if threads == 1:
         os.environ["MINISGD_BLAS_THREADS"] = "1"
-    cases = ISSUE_CASES + MORE_ACTIVATIONS
+    cases = [c for c in ISSUE_CASES + MORE_ACTIVATIONS if not small or c[0][0] == 64]
     if quick:
         cases = [(s, a, N // 4 if s[0] == 784 else N, d) for s, a, N, d in cases]
     rows = []
@@ -101,15 +101,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count()])
     parser.add_argument("--quick", action="store_true", help="the large nets at N/4")
+    parser.add_argument("--small", action="store_true", help="only the 64-32-32-10 cases")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.quick, args.repeats)
+        return child(args.child, args.quick, args.repeats, args.small)
     rows, info = [], None
     for threads in args.threads:
         cmd = [sys.executable, __file__, "--child", str(threads), "--repeats", str(args.repeats)]
-        out = subprocess.run(cmd + (["--quick"] if args.quick else []), capture_output=True, text=True, check=True)
+        cmd += ["--quick"] if args.quick else []
+        out = subprocess.run(cmd + (["--small"] if args.small else []), capture_output=True, text=True, check=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         rows += result["rows"]
         info = result["info"]

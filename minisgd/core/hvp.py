@@ -20,7 +20,7 @@ a leading axis: every R-quantity is ``(k, N, n_l)``, so one call costs a few GEM
 """
 from ..backend import device_of, namespace
 from ..threads import blas_threads
-from .passes import augmented, backward_pass, forward_pass, largest_layer_gemm, rows_times
+from .passes import augmented, backward_pass, column_sums, forward_pass, largest_layer_gemm, rows_times
 
 
 def split_directions(net, Vk):
@@ -42,9 +42,10 @@ def forward_r_pass(fwd, dirs):
     R_inputs, R_pre = [None], []  # R{a_0} = 0 is kept as None to skip its GEMMs
     last = len(fwd.params) - 1
     for l, ((W, _), (VW, vb)) in enumerate(zip(fwd.params, dirs)):
-        Rz = fwd.inputs[l] @ VW + vb[:, None, :]  # (N, n_{l-1}) @ (k, n_{l-1}, n_l) -> (k, N, n_l)
+        Rz = fwd.inputs[l] @ VW  # (N, n_{l-1}) @ (k, n_{l-1}, n_l) -> (k, N, n_l)
+        Rz += vb[:, None, :]  # in place: the GEMM's output is ours
         if R_inputs[l] is not None:
-            Rz = Rz + rows_times(R_inputs[l], W)
+            Rz += rows_times(R_inputs[l], W)
         R_pre.append(Rz)
         if l < last:
             R_inputs.append(fwd.dact[l] * Rz)
@@ -71,8 +72,10 @@ def _r_pass(net, theta, X, y, Vk):
         R_deltas[l] = R_delta
         if l > 0:
             W, VW = params[l][0], dirs[l][0]
-            R_g = rows_times(R_delta, W.T) + deltas[l] @ xp.permute_dims(VW, (0, 2, 1))  # (k, N, n_{l-1})
-            R_delta = R_g * fwd.dact[l - 1] + (act_grads[l - 1] * fwd.d2act[l - 1]) * R_pre[l - 1]
+            R_delta = rows_times(R_delta, W.T)  # (k, N, n_{l-1}); R{g}, then R{delta} in place
+            R_delta += deltas[l] @ xp.permute_dims(VW, (0, 2, 1))
+            R_delta *= fwd.dact[l - 1]
+            R_delta += (act_grads[l - 1] * fwd.d2act[l - 1]) * R_pre[l - 1]
     return fwd, deltas, R_inputs, R_deltas
 
 
@@ -97,8 +100,8 @@ def hessian_vector_product(net, theta, X, y, V):
         for a, delta, Ra, Rd in zip(fwd.inputs, deltas, R_inputs, R_deltas):
             RgW = xp.matmul(a.T, Rd)  # (n_{l-1}, N) @ (k, N, n_l) -> (k, n_{l-1}, n_l)
             if Ra is not None:
-                RgW = RgW + xp.matmul(xp.permute_dims(Ra, (0, 2, 1)), delta)
-            pieces += [xp.reshape(RgW, (k, -1)), xp.sum(Rd, axis=1)]
+                RgW += xp.matmul(xp.permute_dims(Ra, (0, 2, 1)), delta)
+            pieces += [xp.reshape(RgW, (k, -1)), column_sums(Rd)]
         HV = xp.concat(pieces, axis=1) / N  # (k, P)
     if net.l2:
         HV = HV + net.l2 * Vk

@@ -102,6 +102,13 @@ def backward_pass(fwd, seed):
     return deltas, act_grads
 
 
+def column_sums(A):
+    r"""``(..., n)``: :math:`\sum_n A_{..., n, :}` of ``A: (..., N, n)``, as one matrix-vector product with ones (NumPy's
+    reduction over the first axis of a narrow array is 4x slower than the BLAS call)."""
+    xp = namespace(A)
+    return xp.ones(A.shape[-2], dtype=A.dtype, device=device_of(A)) @ A
+
+
 def augmented(a):
     """``[a, 1]``: (N, n) -> (N, n + 1), the input with the 1 that multiplies the bias row of ``[W; b]``."""
     xp = namespace(a)

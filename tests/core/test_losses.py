@@ -191,3 +191,23 @@ def test_value_and_grad_is_value_and_grad(loss, scale, rng):
     assert_allclose_relative(v, fn.value(Z, y), rtol=1e-14, atol=1e-300, what=f"{loss} value")
     assert_allclose_relative(g, fn.grad(Z, y), rtol=1e-14, atol=1e-300, what=f"{loss} grad")
     assert np.all(np.isfinite(v)) and np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("k", [1, 2, 10, 64, 65, 200])
+def test_cross_entropy_row_reductions_on_narrow_and_wide_outputs(k, rng):
+    """The column-wise row max and the ones-vector row sums (K <= 64) and NumPy's reductions (K > 64) against
+    an independent log-sum-exp with ``np.max``/``np.sum`` along rows, logits large enough to overflow exp."""
+    Z = 300.0 * rng.standard_normal((37, k))
+    y = rng.integers(0, k, 37)
+    m = np.max(Z, axis=1, keepdims=True)
+    p = np.exp(Z - m) / np.sum(np.exp(Z - m), axis=1, keepdims=True)
+    expected = np.log(np.sum(np.exp(Z - m), axis=1)) + (m[:, 0] - Z[np.arange(37), y])
+    fn = losses.get("cross_entropy")
+    v, g = fn.value_and_grad(Z, y)
+    # log(s) with s = 1 + tiny carries an absolute rounding error of a few 1e-16 whatever the summation order
+    np.testing.assert_allclose(v, expected, rtol=1e-13, atol=1e-15)
+    p[np.arange(37), y] -= 1.0
+    np.testing.assert_allclose(g, p, rtol=0, atol=1e-15)
+    R = rng.standard_normal((3, 37, k))
+    np.testing.assert_allclose(fn.hessian_vector_product(Z, y, R), np.einsum("nij,knj->kni", fn.hessian(Z, y), R),
+                               rtol=0, atol=1e-14)
