@@ -157,23 +157,14 @@ def block_lanczos(matmat, Q0, k=1, which="largest", max_iter=None, tol=1e-8, ret
             scale = max(abs(theta).max(), np.finfo(np.float64).tiny)
             exhausted = m_next >= P or np.linalg.norm(B) <= 1e-12 * scale  # invariant subspace: Ritz values exact
             if exhausted or np.all(bounds <= tol * scale):
-                return _block_spectrum(Q[:m_next, :], theta, S, bounds, m_next, which, return_vectors)
+                return _spectrum(Q[:m_next, :], theta, S, bounds, m_next, which, return_vectors, "block_lanczos")
         m, width = m_next, room
         if m >= max_iter or room == 0:
             break
-    partial = _block_spectrum(Q[:m, :], theta, S, bounds, m, which, return_vectors)
+    partial = _spectrum(Q[:m, :], theta, S, bounds, m, which, return_vectors, "block_lanczos")
     raise ConvergenceError(
         f"block Lanczos did not converge in {m} products: residual bounds {bounds} against tolerance "
         f"{tol:g} x {max(abs(theta)):.3g}; raise max_iter or tol (the partial result is in .partial)", partial)
-
-
-def _block_spectrum(Q, theta, S, bounds, iterations, which, return_vectors):
-    vectors = None
-    if return_vectors:
-        xp = namespace(Q)
-        vectors = Q.T @ xp.asarray(S, dtype=Q.dtype, device=device_of(Q))  # (P, k)
-    return Spectrum(values=theta, vectors=vectors, method="block_lanczos", iterations=iterations,
-                    residuals=bounds, which=which)
 
 
 def _ritz(alphas, betas, k, which):
@@ -186,12 +177,14 @@ def _ritz(alphas, betas, k, which):
     return theta, S, np.abs(betas[m - 1] * S[m - 1, :])
 
 
-def _spectrum(Q, theta, S, bounds, iterations, which, return_vectors):
+def _spectrum(Q, theta, S, bounds, iterations, which, return_vectors, method="lanczos"):
+    """The ``Spectrum`` of Ritz values ``theta``; with ``return_vectors`` the Ritz vectors ``Q^T S: (P, k)`` from the
+    basis ``Q: (m, P)`` and ``S: (m, k)``."""
     vectors = None
     if return_vectors:
         xp = namespace(Q)
         vectors = Q.T @ xp.asarray(S, dtype=Q.dtype, device=device_of(Q))  # (P, k)
-    return Spectrum(values=theta, vectors=vectors, method="lanczos", iterations=iterations,
+    return Spectrum(values=theta, vectors=vectors, method=method, iterations=iterations,
                     residuals=bounds, which=which)
 
 
