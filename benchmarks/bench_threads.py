@@ -51,11 +51,12 @@ def cases(np, ms, quick):
     rng = np.random.default_rng(2)
     X, y = rng.standard_normal((1000, 20)), rng.integers(0, 10, 1000)
     out.append(("exact Hessian 20-16-10 N=1000", hessian.hessian_flops(net, 1000),
-                lambda: hessian.hessian(net, theta, X, y)))
+                lambda net=net, theta=theta, X=X, y=y: hessian.hessian(net, theta, X, y)))
     H = hessian.hessian(net, theta, X, y)
     P = net.num_params
-    out.append((f"eigvalsh {P}x{P}", 4 * P ** 3 / 3, lambda: exact_spectrum(H)))
-    out.append((f"eigh {P}x{P} (vectors)", 10 * P ** 3, lambda: exact_spectrum(H, return_vectors=True)))
+    # each lambda binds its own H (a default argument): the larger case below rebinds the name
+    out.append((f"eigvalsh {P}x{P}", 4 * P ** 3 / 3, lambda H=H: exact_spectrum(H)))
+    out.append((f"eigh {P}x{P} (vectors)", 10 * P ** 3, lambda H=H: exact_spectrum(H, return_vectors=True)))
     if not quick:  # P = 2,858: eigh with vectors ~ 2e11 flops, the size where two threads should pay
         net = ms.MLP([60, 40, 10], activation="tanh")
         theta = net.init(seed=0)
@@ -63,8 +64,8 @@ def cases(np, ms, quick):
         H = hessian.hessian(net, theta, X, y)
         P = net.num_params
         out.append((f"exact Hessian 60-40-10 N=2000 (P={P})", hessian.hessian_flops(net, 2000),
-                    lambda: hessian.hessian(net, theta, X, y)))
-        out.append((f"eigh {P}x{P} (vectors)", 10 * P ** 3, lambda: exact_spectrum(H, return_vectors=True)))
+                    lambda net=net, theta=theta, X=X, y=y: hessian.hessian(net, theta, X, y)))
+        out.append((f"eigh {P}x{P} (vectors)", 10 * P ** 3, lambda H=H: exact_spectrum(H, return_vectors=True)))
     return out
 
 

@@ -37,7 +37,8 @@ from .core.mlp import MLP, Layer
 from .errors import (BackendUnavailableError, BatchNormModeError, CheckpointError, ConfigError, ConfigMismatchError, ConvergenceError,
                      DataError, DivergenceError, HessianTooLargeError, LabelError, MinisgdError, NonFiniteError,
                      ShapeError)
-from .training.callbacks import GradientNoise, StopTraining, TopEigenvalue, every, gradient_noise, top_eigenvalue
+from .training.callbacks import (GradientNoise, StopTraining, TopEigenvalue, doubling, every, gradient_noise,
+                                 top_eigenvalue)
 from .training.optim import SGD, Adam, Momentum, Nesterov, make_optimizer
 from .training.sampling import Sampler
 from .training.train import TrainConfig, TrainResult, batch_sequence, load_run, planned_steps, train
@@ -61,7 +62,7 @@ __all__ = [
     "MLP", "Layer", "hessian_from_hvps", "hessian_flops", "hessian_memory_bytes",
     # training
     "TrainConfig", "TrainResult", "train", "load_run", "planned_steps", "batch_sequence",
-    "every", "StopTraining", "top_eigenvalue", "gradient_noise", "TopEigenvalue", "GradientNoise",
+    "every", "doubling", "StopTraining", "top_eigenvalue", "gradient_noise", "TopEigenvalue", "GradientNoise",
     "SGD", "Momentum", "Nesterov", "Adam", "make_optimizer", "Sampler",
     # errors
     "MinisgdError", "BatchNormModeError", "ShapeError", "NonFiniteError", "LabelError", "ConfigError", "ConfigMismatchError", "DataError",

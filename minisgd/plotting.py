@@ -19,8 +19,8 @@ state, no GUI backend), and :func:`save` writes one to a PNG.
 * :func:`step_size_thresholds`: GD's top component around 2/lambda_max (model and network), SGD's threshold
   against the batch size;
 * :func:`edge_of_stability`: lambda_max during training against the 2/eta lines, and the training loss.
-* :func:`sharpness_vs_training_loss`: Keskar et al. 2017's Figure 6, the sharpness against the training loss at
-  snapshots along SB and LB training;
+* :func:`curvature_vs_training_loss`: Keskar et al. 2017's Figure 6, a sharpness measure against the training loss
+  at snapshots along SB and LB training;
 * :func:`grouped_bars`: several series over the same groups (e.g. an error per layer, one bar per approximation);
 * :func:`ranked_spectra`: eigenvalues against their rank on log-log axes, one line per matrix (e.g. the exact
   Hessian against its approximations).
@@ -555,23 +555,24 @@ def edge_of_stability(runs, title="Edge of stability"):
 
 # ---- Keskar's Figure 6 --------------------------------------------------------------------------------------------
 
-def sharpness_vs_training_loss(panels, title="Sharpness against the training loss along training"):
-    """Keskar et al.'s Figure 6: ``panels = {panel title: {label: [(train_loss: (n,), sharpness: (n,)), ...]}}``,
-    one line per run (e.g. per seed) through its snapshots, colored by label (SB blue, LB red); log-log axes with the
-    loss axis reversed, so that training runs from left to right. Non-positive values are left out (log axes)."""
+def curvature_vs_training_loss(panels, title="Sharpness against the training loss along training"):
+    """Keskar et al.'s Figure 6: ``panels = {panel title: (ylabel, {label: [(train_loss: (n,), measure: (n,)),
+    ...]})}``, one line per run (e.g. per seed) through its snapshots, colored by label (SB blue, LB red); log-log axes
+    with the loss axis reversed, so that training runs from left to right. Non-positive values are left out (log
+    axes)."""
     fig, axes = panel_grid(len(panels), 5.0, 3.8)
-    for ax, (name, runs) in zip(axes, panels.items()):
+    for ax, (name, (ylabel, runs)) in zip(axes, panels.items()):
         for i, (label, lines) in enumerate(runs.items()):
-            for j, (loss, sharpness) in enumerate(lines):
-                loss, sharpness = np.asarray(loss, dtype=float), np.asarray(sharpness, dtype=float)
-                keep = (loss > 0) & (sharpness > 0)
-                ax.plot(loss[keep], sharpness[keep], marker="o", markersize=3, color=color_for(label, i),
+            for j, (loss, measure) in enumerate(lines):
+                loss, measure = np.asarray(loss, dtype=float), np.asarray(measure, dtype=float)
+                keep = (loss > 0) & (measure > 0)
+                ax.plot(loss[keep], measure[keep], marker="o", markersize=3, color=color_for(label, i),
                         label=label if j == 0 else None)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.invert_xaxis()
         ax.set_xlabel("training loss (at the snapshot)")
-        ax.set_ylabel("ε-sharpness (% of 1 + loss)")
+        ax.set_ylabel(ylabel)
         ax.set_title(name, fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

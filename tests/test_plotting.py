@@ -173,13 +173,15 @@ def test_ranked_spectra_draw_positive_eigenvalues_by_rank(rng):
     _png(fig)
 
 
-def test_sharpness_vs_training_loss_draws_each_run_on_log_axes_with_the_loss_reversed():
+def test_curvature_vs_training_loss_draws_each_run_on_log_axes_with_the_loss_reversed():
     loss = np.array([2.3, 0.5, 0.1, 0.02])
-    panels = {"Adam": {"SB": [(loss, [1.0, 2.0, 3.0, 4.0]), (loss, [1.5, 2.5, 3.5, 4.5])],
-                       "LB": [(loss, [1.0, 10.0, 0.0, 100.0])]}}
-    fig = plotting.sharpness_vs_training_loss(panels)
+    panels = {"Adam": ("eps-sharpness", {"SB": [(loss, [1.0, 2.0, 3.0, 4.0]), (loss, [1.5, 2.5, 3.5, 4.5])],
+                                         "LB": [(loss, [1.0, 10.0, 0.0, 100.0])]}),
+              "Adam, top eigenvalue": ("top eigenvalue", {"SB": [(loss, [0.1, 0.2, 0.3, 0.4])]})}
+    fig = plotting.curvature_vs_training_loss(panels)
     ax = fig.axes[0]
     assert ax.get_xscale() == ax.get_yscale() == "log" and _labelled(ax)
+    assert ax.get_ylabel() == "eps-sharpness" and fig.axes[1].get_ylabel() == "top eigenvalue"
     assert ax.xaxis_inverted()
     lines = ax.get_lines()
     assert len(lines) == 3

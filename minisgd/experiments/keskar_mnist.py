@@ -61,7 +61,7 @@ import numpy as np
 
 from ..core import batchnorm
 from ..training import checkpoint as ckpt
-from ..training.callbacks import every
+from ..training.callbacks import doubling, every
 from ..training.storage import atomic_write_bytes, read_npz
 from ..backend import to_device
 from ..training.train import evaluate, load_run, train, TrainConfig
@@ -132,7 +132,9 @@ class Config:
     seeds: int = 5  # number of seeds: seed, seed + 1, ...
     device: str = "cpu"  # "cpu" or "gpu"
     train_checkpoints: str | None = None  # a folder: each regime's training checkpoints there every epoch and resumes
-    snapshot_every: int | None = None  # keep theta every this many epochs; sharpness (eps[0]) at each: Figure 6
+    snapshot_every: int | None = None  # keep theta every k = this many epochs; metric 2.1 (eps[0]) and the top
+    #                                    eigenvalue at each: Figure 6
+    snapshot_spacing: str = "even"  # "even": snapshots at epochs 0, k, 2k, 3k, ...; "doubling": at 0, k, 2k, 4k, 8k, ...
 
     def __post_init__(self):
         if not 0 <= self.decay_epochs < self.epochs:
@@ -149,7 +151,7 @@ class Config:
 
 NETWORKS = ("mlp", "f1")
 F1_HIDDEN = (512,) * 5  # the paper's Appendix B.1
-CHECKS = {"network": one_of(*NETWORKS), "optimizers": one_of("adam", "sgd"), "decay_epochs": at_least(0), "alphas": at_least(2),
+CHECKS = {"network": one_of(*NETWORKS), "snapshot_spacing": one_of("even", "doubling"), "optimizers": one_of("adam", "sgd"), "decay_epochs": at_least(0), "alphas": at_least(2),
           "large_fraction": between(0, 1, low_open=True), "alpha_min": ANY, "alpha_max": ANY}
 
 # The quick run: MNIST at 14x14 with 10% of the training set and a narrower network, SB 32 and LB 600, each
@@ -249,17 +251,54 @@ class _Snapshots:
         return out
 
 
-def sharpness_at_snapshots(net, snapshots, X, y, eps, maxiter=10, seed=0):
-    r"""``(k,)``: metric 2.1 (:func:`~minisgd.curvature.sharpness.epsilon_sharpness`, full space, L-BFGS-B with
-    ``maxiter`` iterations) at each snapshot ``(theta, stats)`` of a training run on ``(X, y)`` in float64; a BN net
-    (``stats`` given) in eval mode with that snapshot's running statistics. The curve of the paper's Figure 6 when
-    drawn against the training loss at the same snapshots."""
-    values = []
+def measure_snapshots(net, snapshots, X, y, eps, maxiter=10, seed=0):
+    r"""``{"sharpness": (k,), "top_eigenvalue": (k,)}``: metric 2.1
+    (:func:`~minisgd.curvature.sharpness.epsilon_sharpness`, full space, L-BFGS-B with ``maxiter`` iterations) and the
+    Hessian's top eigenvalue (Lanczos) at each snapshot ``(theta, stats)`` of a training run, on ``(X, y)`` in float64;
+    a BN net (``stats`` given) in eval mode with that snapshot's running statistics. Drawn against the training loss
+    at the same snapshots: the paper's Figure 6 (and the same for the eigenvalue)."""
+    sharpness, top = [], []
     for theta, stats in snapshots:
-        measured = net if stats is None else net.eval_mode(as_float64(stats))
-        values.append(float(epsilon_sharpness(measured, as_float64(theta), X, y, eps=eps, maxiter=maxiter,
-                                              seed=seed).value))
-    return np.array(values)
+        measured, th = (net if stats is None else net.eval_mode(as_float64(stats))), as_float64(theta)
+        sharpness.append(float(epsilon_sharpness(measured, th, X, y, eps=eps, maxiter=maxiter, seed=seed).value))
+        top.append(float(top_eigenvalues(measured, th, X, y, k=1, seed=seed).values[0]))
+    return {"sharpness": np.array(sharpness), "top_eigenvalue": np.array(top)}
+
+
+def at_training_loss(loss, values, target):
+    """A measure where a training run's loss first reached ``target``: ``values`` (n,) at snapshots with training
+    losses ``loss`` (n,), interpolated linearly in (log loss, log value) between the two snapshots around the first
+    crossing (in (log loss, value) when a value is not positive); NaN where the run never reached ``target`` or began
+    below it. Comparing SB and LB at one training loss separates the sharpness of a point from how deep the loss is."""
+    loss, values = np.asarray(loss, dtype=float), np.asarray(values, dtype=float)
+    reached = np.flatnonzero(loss <= target)
+    if not reached.size or (reached[0] == 0 and loss[0] < target):
+        return float("nan")
+    j = reached[0]
+    if j == 0:
+        return float(values[0])
+    t = (math.log(target) - math.log(loss[j - 1])) / (math.log(loss[j]) - math.log(loss[j - 1]))
+    a, b = values[j - 1], values[j]
+    if a > 0 and b > 0:
+        return float(math.exp(math.log(a) + t * (math.log(b) - math.log(a))))
+    return float(a + t * (b - a))
+
+
+def _along_training(net, snapshots, history, final, final_step, steps_per_epoch, Xs, ys, p):
+    """The snapshots' step, epoch, training loss, metric 2.1 (``eps[0]``, full space) and top eigenvalue; the
+    trained point (``final``, measured with the same settings) closes the curve where no snapshot fell on it."""
+    steps = [int(step) for step in history["snapshot_step"]]
+    losses = list(history["snapshot_train_loss"])
+    measured = measure_snapshots(net, snapshots.at(steps), Xs, ys, p["eps"][0], p["sharpness_maxiter"], p["seed"])
+    sharpness, top = list(measured["sharpness"]), list(measured["top_eigenvalue"])
+    if steps[-1] != final_step:
+        steps.append(final_step)
+        losses.append(final["train_loss"])
+        sharpness.append(final[f"full_{p['eps'][0]:g}"])
+        top.append(final["top_eigenvalue"])
+    steps = np.array(steps)
+    return {"step": steps, "epoch": steps / steps_per_epoch, "train_loss": np.array(losses),
+            "sharpness": np.array(sharpness), "top_eigenvalue": np.array(top)}
 
 
 def run_point(point):
@@ -288,7 +327,8 @@ def run_point(point):
                           out=folder, checkpoint_every=None if folder is None else math.ceil(N / batch))
         resume = folder if folder is not None and ckpt.has_checkpoint(folder) else None
         snapshots = _Snapshots(folder) if p.get("snapshot_every") else None
-        callbacks = [] if snapshots is None else [every(p["snapshot_every"] * math.ceil(N / batch), snapshots)]
+        schedule = doubling if p.get("snapshot_spacing") == "doubling" else every
+        callbacks = [] if snapshots is None else [schedule(p["snapshot_every"] * math.ceil(N / batch), snapshots)]
         stored = None if resume is None else load_run(resume)
         if stored is not None and stored.stop_reason in FINAL:  # trained to its end: resuming would train on
             result = replace(stored, theta=to_device(stored.theta, p["device"]),
@@ -306,11 +346,8 @@ def run_point(point):
                        "distance_from_init": float(np.linalg.norm(host(result.theta - theta0))),
                        **_measure(measured, result.theta, Xs, ys, p["eps"], basis, p["sharpness_maxiter"], p["seed"])}
         if snapshots is not None:  # the paper's Figure 6: sharpness against the training loss along training
-            steps = np.array(h["snapshot_step"])
-            out[regime]["snapshots"] = {
-                "step": steps, "epoch": steps / math.ceil(N / batch), "train_loss": np.array(h["snapshot_train_loss"]),
-                "sharpness": sharpness_at_snapshots(net, snapshots.at(steps), Xs, ys, p["eps"][0],
-                                                    p["sharpness_maxiter"], p["seed"])}
+            out[regime]["snapshots"] = _along_training(net, snapshots, h, out[regime], result.step,
+                                                       math.ceil(N / batch), Xs, ys, p)
         thetas[regime] = result.theta
     out["distance_sb_lb"] = float(np.linalg.norm(host(thetas["lb"] - thetas["sb"])))
     idx = subset_indices(N, p["interp_train_examples"], seed=1)
@@ -413,6 +450,12 @@ def summarize(config, records):
               f"{config.subspace_dim})", "", markdown_table(tables["sharpness"]), ""]
     lines += ["## Top Hessian eigenvalue", "", markdown_table(tables["top_eigenvalue"]), ""]
     lines += ["## Each seed", "", markdown_table(tables["seeds"]), ""]
+    if config.snapshot_every:
+        tables["equal_loss"] = _at_equal_loss(config, records)
+        lines += ["## At equal training loss (from the snapshots of Figure 6)", "",
+                  "LB where its training loss first fell to SB's final one, interpolated between its snapshots on "
+                  "log-log axes (n/a: LB never got there), beside SB's trained point.", "",
+                  markdown_table(tables["equal_loss"]), ""]
     lines += ["## What the results show", "", markdown_table(tables["checks"]), ""]
     lines += findings
     for opt in config.optimizers:
@@ -421,6 +464,23 @@ def summarize(config, records):
             lines.append(f"- {opt}, parametric plot: {text}")
     lines += ["", _paper_line(), ""]
     return tables, "\n".join(lines)
+
+
+def _at_equal_loss(config, records):
+    """One row per seed: SB's trained point against LB at the same training loss (:func:`at_training_loss`)."""
+    full = f"full_{config.eps[0]:g}"
+    rows = []
+    for r in records:
+        sb, lb = r["result"]["sb"], r["result"]["lb"]
+        snap, target = lb["snapshots"], sb["train_loss"]
+
+        def at(values):
+            return at_training_loss(snap["train_loss"], values, target)
+        rows.append({"optimizer": r["point"]["optimizer"], "seed": r["point"]["seed"], "SB train loss": target,
+                     "LB epoch there": at(snap["epoch"]),
+                     f"{full} SB": sb[full], f"{full} LB there": at(snap["sharpness"]),
+                     "top eig. SB": sb["top_eigenvalue"], "top eig. LB there": at(snap["top_eigenvalue"])})
+    return rows
 
 
 def _finding(opt, config, records, parts):
@@ -505,13 +565,21 @@ def figures(config, records):
                                     f"{len(where(records, optimizer=opts[0]))} seeds, dots: seeds)")
     figs = {"parametric": fig_par, "sb_vs_lb": fig_cmp}
     if config.snapshot_every:
-        from ..plotting import sharpness_vs_training_loss
-        panels = {f"{names.get(o, o)}, ε = {eps0:g}, full space": {
-            label: [(r["result"][g]["snapshots"]["train_loss"], r["result"][g]["snapshots"]["sharpness"])
-                    for r in where(records, optimizer=o)] for label, g in (("SB", "sb"), ("LB", "lb"))} for o in opts}
-        figs["sharpness_along_training"] = sharpness_vs_training_loss(
-            panels, title=f"Keskar's Figure 6, MNIST {arch}: sharpness against the training loss every "
-                          f"{config.snapshot_every} epoch(s) of training (lines: seeds)")
+        from ..plotting import curvature_vs_training_loss
+
+        def runs(opt, key):
+            return {label: [(r["result"][g]["snapshots"]["train_loss"], r["result"][g]["snapshots"][key])
+                            for r in where(records, optimizer=opt)] for label, g in (("SB", "sb"), ("LB", "lb"))}
+        panels = {}
+        for o in opts:
+            panels[f"{names.get(o, o)}, ε = {eps0:g}, full space"] = ("ε-sharpness (% of 1 + loss)", runs(o, "sharpness"))
+            panels[f"{names.get(o, o)}, top Hessian eigenvalue"] = ("top eigenvalue (Lanczos)", runs(o, "top_eigenvalue"))
+        k = config.snapshot_every
+        when = (f"every {k} epoch(s)" if config.snapshot_spacing == "even" else
+                f"at epochs 0, {k}, {2 * k}, {4 * k}, {8 * k}, ...")
+        figs["sharpness_along_training"] = curvature_vs_training_loss(
+            panels, title=f"Keskar's Figure 6, MNIST {arch}: sharpness against the training loss {when} of training "
+                          "and at its end (lines: seeds)")
     return figs
 
 

@@ -1,7 +1,8 @@
-r"""Measurements taken during training: ``every(k, fn)`` runs ``fn`` every k steps and stores what it returns.
+r"""Measurements taken during training: ``every(k, fn)`` runs ``fn`` every k steps (``doubling(k, fn)`` at steps 0, k,
+2k, 4k, ...) and stores what it returns.
 
 A measurement is any function ``fn(net, theta, data, step) -> float | dict[str, float]`` (``data`` has
-``X_train`` and ``y_train``; ``step`` is the number of updates done). The trainer calls it at steps 0, k, 2k, ...
+``X_train`` and ``y_train``; ``step`` is the number of updates done). The trainer calls it at the steps it is due
 and appends the value to ``history[name]`` and the step to ``history[name + "_step"]``; a dict stores each
 key as its own history entry, all sharing ``history[name + "_step"]``. A measurement may raise
 :class:`StopTraining` to end the run cleanly (``result.stop_reason == "callback"``).
@@ -41,17 +42,36 @@ class Every:
         return self.fn(net, theta, data, step)
 
 
+@dataclass(frozen=True)
+class Doubling(Every):
+    """``fn`` at steps ``0, k, 2k, 4k, 8k, ...``: evenly spaced in log time, for what changes over decades (a loss
+    falling from 2 to 1e-5); build with :func:`doubling`."""
+
+    def due(self, step):
+        m, r = divmod(step, self.k)
+        return r == 0 and m & (m - 1) == 0
+
+
 def every(k, fn, name=None):
     """Run ``fn(net, theta, data, step)`` every ``k`` steps (and at step 0), storing it as ``name``.
 
     ``name`` defaults to ``fn.name`` or ``fn.__name__`` (``"top_eigenvalue"`` for :data:`top_eigenvalue`).
     """
+    return _scheduled(Every, k, fn, name)
+
+
+def doubling(k, fn, name=None):
+    """Run ``fn(net, theta, data, step)`` at steps 0, ``k``, 2k, 4k, 8k, ..., storing it as ``name`` (as :func:`every`)."""
+    return _scheduled(Doubling, k, fn, name)
+
+
+def _scheduled(schedule, k, fn, name):
     if int(k) < 1:
-        raise ValueError(f"every(k, fn) needs k >= 1, got {k}")
+        raise ValueError(f"{schedule.__name__.lower()}(k, fn) needs k >= 1, got {k}")
     name = name or getattr(fn, "name", None) or getattr(fn, "__name__", None)
     if not name or name == "<lambda>":
-        raise ValueError("give the measurement a name: every(k, fn, name='...')")
-    return Every(int(k), fn, str(name))
+        raise ValueError(f"give the measurement a name: {schedule.__name__.lower()}(k, fn, name='...')")
+    return schedule(int(k), fn, str(name))
 
 
 def fixed_subset(data, n, seed=0):

@@ -170,13 +170,16 @@ def test_train_checkpoints_resume_each_regime_where_it_stopped(tmp_path):
 
 
 @needs_mnist
-def test_snapshots_give_the_sharpness_along_training(tmp_path):
-    """snapshot_every=1 over 2 epochs: 3 snapshots (the start and each epoch's end) per regime, each with the whole
-    training set's loss and metric 2.1 there, the same as measured directly from the stored snapshot; Figure 6 drawn."""
+@pytest.mark.parametrize("spacing, epochs, expected", [("even", 2, [0, 1, 2]), ("doubling", 5, [0, 1, 2, 4, 5])])
+def test_snapshots_give_the_sharpness_along_training(tmp_path, spacing, epochs, expected):
+    """snapshot_every=1: snapshots at the start and at epochs 1, 2 (even) or 1, 2, 4 (doubling), and the trained
+    point closing the curve (epoch 5 is no doubling); at each the whole training set's loss, metric 2.1 and the top
+    eigenvalue, the same as measured directly from the stored snapshot; Figure 6 drawn; the equal-loss table."""
     config = keskar_mnist.SCENARIO.config(quick=True, batch_norm=True, hidden=(16,), n_train=300, target_loss=None,
-                                          epochs=2, small_batch=30, sharpness_examples=50, subspace_dim=2, alphas=2,
-                                          interp_train_examples=50, seeds=1, sharpness_maxiter=2, eps=(1e-3,),
-                                          snapshot_every=1, train_checkpoints=str(tmp_path))
+                                          epochs=epochs, small_batch=30, large_fraction=0.05,  # "LB" 15: deeper
+                                          sharpness_examples=50, subspace_dim=2,
+                                          alphas=2, interp_train_examples=50, seeds=1, sharpness_maxiter=2, eps=(1e-3,),
+                                          snapshot_every=1, snapshot_spacing=spacing, train_checkpoints=str(tmp_path))
     point = keskar_mnist.grid(config)[0]
     r = keskar_mnist.run_point(point)
     net, _, (X, y, _, _) = keskar_mnist.mnist_network(point, batch_norm=True)
@@ -184,15 +187,43 @@ def test_snapshots_give_the_sharpness_along_training(tmp_path):
         keskar_mnist.take(y, keskar_mnist.subset_indices(300, 50))
     for regime in ("sb", "lb"):
         snap = r[regime]["snapshots"]
-        np.testing.assert_array_equal(snap["epoch"], [0, 1, 2])
+        np.testing.assert_array_equal(snap["epoch"], expected)
         assert snap["train_loss"][0] > snap["train_loss"][-1] > 0 and np.all(snap["sharpness"] >= 0)
         assert snap["train_loss"][-1] == pytest.approx(r[regime]["train_loss"], rel=1e-5)  # the final state
+        assert snap["sharpness"][-1] == r[regime]["full_0.001"]
+        assert snap["top_eigenvalue"][-1] == r[regime]["top_eigenvalue"]
         stored = np.load(tmp_path / "adam-seed0" / regime / "snapshots" / f"{int(snap['step'][1]):09d}.npz")
-        direct = keskar_mnist.sharpness_at_snapshots(net, [(stored["theta"], stored["stats"])], Xs, ys, 1e-3,
-                                                     maxiter=2, seed=0)
-        assert direct[0] == snap["sharpness"][1]
-    figs = keskar_mnist.figures(config, [{"point": point, "result": r}])
-    assert len(figs["sharpness_along_training"].axes[0].get_lines()) == 2
+        direct = keskar_mnist.measure_snapshots(net, [(stored["theta"], stored["stats"])], Xs, ys, 1e-3,
+                                                maxiter=2, seed=0)
+        assert direct["sharpness"][0] == snap["sharpness"][1]
+        assert direct["top_eigenvalue"][0] == snap["top_eigenvalue"][1]
+    records = [{"point": point, "result": r}]
+    figs = keskar_mnist.figures(config, records)
+    assert [len(ax.get_lines()) for ax in figs["sharpness_along_training"].axes[:2]] == [2, 2]
+    tables, text = keskar_mnist.summarize(config, records)
+    row, = tables["equal_loss"]
+    snap = r["lb"]["snapshots"]
+    assert np.isfinite(row["top eig. LB there"])  # batch 15 ran deeper than batch 30, through SB's final loss
+    assert row["top eig. LB there"] == keskar_mnist.at_training_loss(snap["train_loss"], snap["top_eigenvalue"],
+                                                                     r["sb"]["train_loss"])
+    assert row["full_0.001 LB there"] == keskar_mnist.at_training_loss(snap["train_loss"], snap["sharpness"],
+                                                                        r["sb"]["train_loss"])
+    assert row["top eig. SB"] == r["sb"]["top_eigenvalue"] and "## At equal training loss" in text
+
+
+def test_at_training_loss_interpolates_log_log_at_the_first_crossing():
+    """A power law value = 3 loss^-0.7 is a line on log-log axes, so the interpolation is exact between any two
+    snapshots; a non-positive value falls back to linear in log loss; NaN where the run never reached the loss or began
+    below it; the first crossing counts when the loss rises again."""
+    loss = np.array([2.0, 0.5, 0.1, 0.01])
+    for target in (2.0, 1.3, 0.5, 0.2, 0.0123):
+        assert keskar_mnist.at_training_loss(loss, 3 * loss ** -0.7, target) == pytest.approx(3 * target ** -0.7,
+                                                                                              rel=1e-12)
+    assert np.isnan(keskar_mnist.at_training_loss(loss, loss, 1e-3))
+    assert np.isnan(keskar_mnist.at_training_loss(loss, loss, 5.0))
+    assert keskar_mnist.at_training_loss(loss, [0.0, 4.0, 1.0, 1.0], 1.0) == pytest.approx(2.0, rel=1e-12)
+    rising = np.array([1.0, 0.1, 0.5, 0.01])
+    assert keskar_mnist.at_training_loss(rising, rising ** 2, 0.3) == pytest.approx(0.09, rel=1e-12)
 
 
 @needs_mnist

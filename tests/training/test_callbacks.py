@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import minisgd as ms
-from minisgd.training.callbacks import Every, GradientNoise, StopTraining, TopEigenvalue, every, fixed_subset
+from minisgd.training.callbacks import (Doubling, Every, GradientNoise, StopTraining, TopEigenvalue, doubling, every,
+                                        fixed_subset)
 from minisgd.training.train import ArrayData
 
 
@@ -45,6 +46,22 @@ def test_every_runs_at_multiples_of_k_and_names_the_measurement():
     with pytest.raises(ValueError, match="give the measurement a name"):
         every(2, lambda net, theta, data, step: 0.0)
     assert issubclass(StopTraining, Exception) and not issubclass(StopTraining, ms.MinisgdError)
+
+
+def test_doubling_runs_at_zero_and_k_times_each_power_of_two():
+    """Against a brute-force list: k * 2^j for j = 0, 1, ... and step 0, nothing between."""
+    def probe(net, theta, data, step):
+        return step
+
+    for k in (1, 3, 7):
+        d = doubling(k, probe)
+        expected = [0] + [k * 2 ** j for j in range(12) if k * 2 ** j < 5000]
+        assert isinstance(d, Doubling) and d.name == "probe"
+        assert [s for s in range(5000) if d.due(s)] == expected
+    with pytest.raises(ValueError, match="doubling.*k >= 1"):
+        doubling(0, probe)
+    with pytest.raises(ValueError, match="give the measurement a name"):
+        doubling(2, lambda net, theta, data, step: 0.0)
 
 
 def test_fixed_subset_is_seeded_sorted_and_all_when_too_large():
