@@ -32,13 +32,17 @@ shortcuts: for adjacent layers :math:`\partial a_{l-1} / \partial z_{l-1}` is di
 is one GEMM over i alone; the permutation and the mirror are Numba kernels with NumPy twins
 (``minisgd.core.kernels``). About :math:`N P^2` flops in all (:math:`2 N P^2` for the naive full square), at the
 machine's GEMM rate, with only :math:`O(N n^2)` per-example numbers materialized. Blocks are produced in
-row chunks so the work space stays a fraction of ``P x P``.
+row chunks so the work space stays a fraction of ``P x P``. On several free cores the chunks run side by side, one
+per core with one BLAS thread each: building a chunk's factors and scattering it then use every core too, where
+one chunk at a time on multithreaded GEMMs left them on one.
 """
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 
 from ..backend import available_memory, device_of, namespace
 from ..errors import HessianTooLargeError
-from ..threads import blas_threads
+from ..threads import blas_threads, threads_for
 from .passes import augmented, backward_pass, forward_pass
 from .kernels import combine_block, scatter_block, symmetrize_from_lower
 
@@ -123,9 +127,10 @@ def hessian(net, theta, X, y, part="full", max_memory=None):
     # Every block of the full and Gauss-Newton matrices is written; the residual has all-zero blocks.
     allocate = xp.zeros if part == "residual" else xp.empty
     H = allocate((P, P), dtype=theta.dtype, device=device_of(theta))
-    with blas_threads(max(hessian_gemm_flops(net, X.shape[0], part), default=0)):
-        for chunk in _lower_triangle_chunks(net, theta, X, y, part):
-            scatter_block(H, chunk.first, chunk.cross, chunk.row0, chunk.col0)
+    flops = max(hessian_gemm_flops(net, X.shape[0], part), default=0)
+    workers = (threads_for(flops) or 1) if device_of(H) == "cpu" else 1
+    with blas_threads(flops, threads=1 if workers > 1 else None):
+        _fill_lower_triangle(H, _lower_triangle_tasks(net, theta, X, y, part, workers), workers)
     symmetrize_from_lower(H)
     if net.l2 and part != "residual":
         _add_to_diagonal(H, net.l2)
@@ -139,7 +144,10 @@ def hessian_frobenius_squared(net, theta, X, y, part="full"):
     The L2 term adds :math:`2 \lambda\, \mathrm{tr} H_{data} + P \lambda^2`."""
     xp = namespace(theta, X)
     total, trace = 0.0, 0.0
-    for chunk in _lower_triangle_chunks(net, theta, X, y, part):
+    for task in _lower_triangle_tasks(net, theta, X, y, part):
+        chunk = task()
+        if chunk is None:
+            continue
         block = combine_block(chunk.first, chunk.cross)  # (rows, cols) of H
         if chunk.square is None:
             total += 2.0 * float(xp.sum(block * block))
@@ -165,9 +173,35 @@ class _Chunk:
     square: object
 
 
-def _lower_triangle_chunks(net, theta, X, y, part):
-    """Yield the lower triangle of the Hessian (or one of its parts) chunk by chunk, block (l, m <= l)
-    after block; see the module docstring for the formulas."""
+def _fill_lower_triangle(H, tasks, workers):
+    """Scatter into ``H`` the chunk each task computes; with ``workers > 1``, that many tasks at once on threads
+    (the GEMMs, NumPy's elementwise work and the scatter kernel all release the GIL, and chunks cover disjoint
+    entries of H), while this thread prepares the next block's factors."""
+    def fill(task):
+        chunk = task()
+        if chunk is not None:
+            scatter_block(H, chunk.first, chunk.cross, chunk.row0, chunk.col0)
+
+    if workers == 1:
+        for task in tasks:
+            fill(task)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        running = set()
+        for task in tasks:
+            if len(running) >= workers:  # at most `workers` chunks' temporaries alive at once
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+            running.add(pool.submit(fill, task))
+        for future in running:
+            future.result()
+
+
+def _lower_triangle_tasks(net, theta, X, y, part, workers=1):
+    """Yield the lower triangle of the Hessian (or one of its parts) as tasks, block (l, m <= l) after block:
+    each a callable that computes one chunk (a ``_Chunk``, or None where it is zero); see the module docstring for
+    the formulas. With ``workers`` chunks alive at once, each gets that share of the work space."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     N, L = X.shape[0], net.num_layers
@@ -179,7 +213,7 @@ def _lower_triangle_chunks(net, theta, X, y, part):
     J = _layer_jacobians(fwd)
     first_order = part != "gauss_newton"
     inputs = [augmented(a) for a in fwd.inputs]  # (N, n_{l-1} + 1)
-    budget = _workspace_budget(net.num_params)
+    budget = _workspace_budget(net.num_params) // workers
     for l in range(L):
         for m in range(l + 1):
             M = C[l] if m == l or C[l] is None else C[l] @ J[l][m]  # (N, n_l, n_m) or None
@@ -190,7 +224,7 @@ def _lower_triangle_chunks(net, theta, X, y, part):
                 second = (deltas[l], fwd.dact[l - 1], True)
             elif first_order and m < l:
                 second = (deltas[l], fwd.dact[l - 1][:, :, None] * J[l - 1][m], False)  # da_{l-1}/dz_m
-            yield from _block_chunks(net.layers[l], net.layers[m], inputs[l], inputs[m], M, second, N, budget)
+            yield from _block_tasks(net.layers[l], net.layers[m], inputs[l], inputs[m], M, second, N, budget)
 
 
 def hessian_diagonal(net, theta, X, y, chunk_elements=1 << 23):
@@ -273,8 +307,8 @@ def _add_to_diagonal(H, value, chunk=1024):
         H[r0:r1, r0:r1] = H[r0:r1, r0:r1] + value * xp.eye(r1 - r0, dtype=H.dtype, device=device_of(H))
 
 
-def _block_chunks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
-    r"""Yield block (l, m) of the Hessian's lower triangle in chunks of rows (``_Chunk``).
+def _block_tasks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
+    r"""Yield block (l, m) of the Hessian's lower triangle as one task per chunk of rows (see ``_chunk``).
 
     a_l: (N, I) with I = fan_in_l + 1;  a_m: (N, I');  M: (N, O, O') or None;
     second: None, or ``(delta_l: (N, O), D, diagonal)`` for the first-order cross-layer term with
@@ -284,38 +318,66 @@ def _block_chunks(layer_l, layer_m, a_l, a_m, M, second, N, budget):
     xp = namespace(a_l)
     I, O = a_l.shape[1], layer_l.fan_out
     Ip, Op = a_m.shape[1], layer_m.fan_out
-    diagonal_block = layer_l is layer_m
     a_l = a_l / N  # the mean over examples, folded into the small (N, I) factor rather than copying M
-    B1 = None if M is None else xp.reshape(M, (N, O * Op))
-    if B1 is not None:  # the second-order GEMM's left factor is built transposed, (i i', N) row-major
-        a_lT, a_mT = _rows_contiguous_transpose(a_l), _rows_contiguous_transpose(a_m)
+    f = _BlockFactors(a_m)
+    if M is not None:  # the second-order GEMM's left factor is built transposed, (i i', N) row-major
+        f.B1 = xp.reshape(M, (N, O * Op))
+        f.a_lT, f.a_mT = _rows_contiguous_transpose(a_l), _rows_contiguous_transpose(a_m)
     if second is not None:
-        delta, D, diagonal = second
-        delta = delta / N
-        if not diagonal:
-            C2 = xp.reshape(delta[:, :, None] * a_m[:, None, :], (N, O * Ip))  # (N, o i')
+        delta, f.D, f.diagonal = second
+        f.delta = delta / N
+        if not f.diagonal:
+            f.C2 = xp.reshape(f.delta[:, :, None] * a_m[:, None, :], (N, O * Ip))  # (N, o i')
     for i0, i1 in _row_chunks(I, Ip, O, Op, N, budget):
-        ic = i1 - i0
-        # Only the lower triangle is needed: in a diagonal block, rows i0:i1 stop at column i' < i1.
-        c1 = i1 if diagonal_block else Ip
-        first = None
-        if B1 is not None:
-            C1T = xp.reshape(a_lT[i0:i1, None, :] * a_mT[None, :c1, :], (ic * c1, N))  # (i i', N)
-            first = xp.reshape(C1T @ B1, (ic, c1, O, Op))  # (i, i', o, o')
-        cross = None
-        j1 = min(i1, I - 1)  # the bias row (index I - 1) has no first-order term
-        if second is not None and i0 < j1:
-            jc = j1 - i0
-            if diagonal:
-                F = xp.reshape(delta[:, :, None] * D[:, None, i0:j1], (N, O * jc))  # (N, o i)
-                E = xp.permute_dims(xp.reshape(F.T @ a_m, (O, jc, Ip)), (0, 2, 1))  # (o, i', i)
-                on_diagonal = xp.eye(jc, Op, k=i0, dtype=E.dtype, device=device_of(E))  # [i0 + i == o']
-                cross = E[:, :, :, None] * on_diagonal  # (o, i', i, o'), nonzero only at o' = i0 + i
-            else:
-                D_rows = xp.reshape(D[:, i0:j1, :], (N, jc * Op))  # (N, i o')
-                cross = xp.reshape(C2.T @ D_rows, (O, Ip, jc, Op))  # (o, i', i, o')
-        if first is not None or cross is not None:  # a residual chunk of bias rows alone is zero
-            yield _Chunk(layer_l.start + i0 * O, layer_m.start, first, cross, i0 * Op if diagonal_block else None)
+        yield partial(_chunk, layer_l, layer_m, f, i0, i1, second is not None)
+
+
+@dataclass
+class _BlockFactors:
+    """What every chunk of block (l, m) reads: ``a_m: (N, I')``; for the second-order piece ``B1: (N, O O')`` and
+    the row-major transposes ``a_lT: (I, N)`` (already divided by N), ``a_mT: (I', N)``; for the first-order piece
+    ``delta: (N, O)`` / N, ``D`` and whether it is ``diagonal``, and ``C2: (N, O I')`` in the general case."""
+
+    a_m: object
+    B1: object = None
+    a_lT: object = None
+    a_mT: object = None
+    delta: object = None
+    D: object = None
+    diagonal: bool = False
+    C2: object = None
+
+
+def _chunk(layer_l, layer_m, f, i0, i1, first_order):
+    """Rows ``i0:i1`` (of i) of block (l, m): the second-order piece ``(i, i', o, o')`` and the first-order cross
+    piece ``(o, i', i, o')`` from the factors ``f`` that ``_block_tasks`` prepared; None where both are absent."""
+    xp = namespace(f.a_m)
+    I, O = layer_l.fan_in + 1, layer_l.fan_out
+    Ip, Op = layer_m.fan_in + 1, layer_m.fan_out
+    ic = i1 - i0
+    # Only the lower triangle is needed: in a diagonal block, rows i0:i1 stop at column i' < i1.
+    diagonal_block = layer_l is layer_m
+    c1 = i1 if diagonal_block else Ip
+    first = None
+    if f.B1 is not None:
+        C1T = xp.reshape(f.a_lT[i0:i1, None, :] * f.a_mT[None, :c1, :], (ic * c1, -1))  # (i i', N)
+        first = xp.reshape(C1T @ f.B1, (ic, c1, O, Op))  # (i, i', o, o')
+    cross = None
+    j1 = min(i1, I - 1)  # the bias row (index I - 1) has no first-order term
+    if first_order and i0 < j1:
+        jc = j1 - i0
+        delta, D, N = f.delta, f.D, f.a_m.shape[0]
+        if f.diagonal:
+            F = xp.reshape(delta[:, :, None] * D[:, None, i0:j1], (N, O * jc))  # (N, o i)
+            E = xp.permute_dims(xp.reshape(F.T @ f.a_m, (O, jc, Ip)), (0, 2, 1))  # (o, i', i)
+            on_diagonal = xp.eye(jc, Op, k=i0, dtype=E.dtype, device=device_of(E))  # [i0 + i == o']
+            cross = E[:, :, :, None] * on_diagonal  # (o, i', i, o'), nonzero only at o' = i0 + i
+        else:
+            D_rows = xp.reshape(D[:, i0:j1, :], (N, jc * Op))  # (N, i o')
+            cross = xp.reshape(f.C2.T @ D_rows, (O, Ip, jc, Op))  # (o, i', i, o')
+    if first is None and cross is None:  # a residual chunk of bias rows alone is zero
+        return None
+    return _Chunk(layer_l.start + i0 * O, layer_m.start, first, cross, i0 * Op if diagonal_block else None)
 
 
 def _rows_contiguous_transpose(a):

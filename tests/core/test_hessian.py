@@ -181,6 +181,36 @@ def test_chunked_assembly_matches_unchunked(problem, part, monkeypatch):
     assert_allclose_relative(chunked, whole, rtol=1e-12, relative_to="max", what=f"{p.case.id} {part} chunked")
 
 
+@pytest.mark.parametrize("workers", ["2", "3"])
+@pytest.mark.parametrize("part", ["hessian", "gauss_newton", "residual"])
+def test_chunks_on_several_threads_assemble_the_same_matrix(problem, part, workers, monkeypatch):
+    """Chunks computed side by side on threads (as many as MINISGD_BLAS_THREADS says, one row of [W; b] per chunk so
+    that many run at once) give exactly the matrix one chunk at a time gives with one BLAS thread (the same GEMMs on
+    the same rows: any race in the scatter or the shared factors would show), and the Hessian equals hvp(V = I)."""
+    import minisgd.core.hessian as hessian_module
+    from minisgd import threads
+
+    p = problem
+    monkeypatch.setattr(hessian_module, "_workspace_budget", lambda P: 1)
+    monkeypatch.setenv(threads.ENV, "1")
+    serial = to_numpy(getattr(p.net, part)(p.theta, p.X, p.y))
+    pools = []
+
+    class CountedPool(hessian_module.ThreadPoolExecutor):
+        def __init__(self, max_workers):
+            pools.append(max_workers)
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(hessian_module, "ThreadPoolExecutor", CountedPool)
+    monkeypatch.setenv(threads.ENV, workers)
+    threaded = to_numpy(getattr(p.net, part)(p.theta, p.X, p.y))
+    assert pools == [int(workers)]
+    np.testing.assert_array_equal(threaded, serial)
+    if part == "hessian":
+        assert_allclose_relative(threaded, to_numpy(p.net.hvp(p.theta, p.X, p.y, np.eye(p.P))), rtol=1e-10,
+                                 relative_to="max", what=f"{p.case.id} threaded hessian vs hvp(V = I)")
+
+
 def test_hessian_from_hvps_matches_hessian(problem):
     """``minisgd.hessian_from_hvps`` (exported helper) assembles H from blocks of HVP columns."""
     import minisgd
