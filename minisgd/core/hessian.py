@@ -94,14 +94,20 @@ def _curvature_wrt_preactivations(fwd, act_grads, A, part):
             N, b, _ = C[l + 1].shape
             Y = xp.reshape(xp.reshape(C[l + 1], (N * b, b)) @ W.T, (N, b, -1))  # C W^T: one GEMM
             # W C W^T = (C W^T)^T W^T because C = C^T: a second GEMM instead of N small ones.
-            WCW = xp.reshape(xp.reshape(xp.permute_dims(Y, (0, 2, 1)), (-1, b)) @ W.T, (N, W.shape[0], -1))
-            propagated = s1[:, :, None] * WCW * s1[:, None, :]
+            propagated = xp.reshape(xp.reshape(xp.permute_dims(Y, (0, 2, 1)), (-1, b)) @ W.T, (N, W.shape[0], -1))
+            propagated *= s1[:, :, None]  # in place: the (N, n_l, n_l) product is ours, and big
+            propagated *= s1[:, None, :]
         if part == "gauss_newton":
             C[l] = propagated
             continue
         diag = fwd.d2act[l] * act_grads[l]  # sigma'' * dl/da: (N, n_l)
-        diag = diag[:, :, None] * xp.eye(diag.shape[1], dtype=diag.dtype, device=device_of(diag))
-        C[l] = diag if propagated is None else propagated + diag
+        n = diag.shape[1]
+        if propagated is None:
+            C[l] = diag[:, :, None] * xp.eye(n, dtype=diag.dtype, device=device_of(diag))
+        else:  # onto the diagonal alone: every (n + 1)-th entry of each example's flattened n x n block
+            flat = xp.reshape(propagated, (propagated.shape[0], n * n), copy=False)
+            flat[:, ::n + 1] += diag
+            C[l] = propagated
     return C
 
 
