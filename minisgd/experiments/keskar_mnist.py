@@ -134,7 +134,7 @@ class Config:
     train_checkpoints: str | None = None  # a folder: each regime's training checkpoints there every epoch and resumes
     snapshot_every: int | None = None  # keep theta every k = this many epochs; metric 2.1 (eps[0]) and the top
     #                                    eigenvalue at each: Figure 6
-    snapshot_spacing: str = "even"  # "even": snapshots at epochs 0, k, 2k, 3k, ...; "doubling": at 0, k, 2k, 4k, 8k, ...
+    snapshot_spacing: str = "even"  # "even": at epochs 0, k, 2k, 3k, ...; "doubling": at 0, k, 2k, 4k, 8k, ...
 
     def __post_init__(self):
         if not 0 <= self.decay_epochs < self.epochs:
@@ -151,7 +151,8 @@ class Config:
 
 NETWORKS = ("mlp", "f1")
 F1_HIDDEN = (512,) * 5  # the paper's Appendix B.1
-CHECKS = {"network": one_of(*NETWORKS), "snapshot_spacing": one_of("even", "doubling"), "optimizers": one_of("adam", "sgd"), "decay_epochs": at_least(0), "alphas": at_least(2),
+CHECKS = {"network": one_of(*NETWORKS), "snapshot_spacing": one_of("even", "doubling"),
+          "optimizers": one_of("adam", "sgd"), "decay_epochs": at_least(0), "alphas": at_least(2),
           "large_fraction": between(0, 1, low_open=True), "alpha_min": ANY, "alpha_max": ANY}
 
 # The quick run: MNIST at 14x14 with 10% of the training set and a narrower network, SB 32 and LB 600, each
@@ -572,8 +573,9 @@ def figures(config, records):
                             for r in where(records, optimizer=opt)] for label, g in (("SB", "sb"), ("LB", "lb"))}
         panels = {}
         for o in opts:
-            panels[f"{names.get(o, o)}, ε = {eps0:g}, full space"] = ("ε-sharpness (% of 1 + loss)", runs(o, "sharpness"))
-            panels[f"{names.get(o, o)}, top Hessian eigenvalue"] = ("top eigenvalue (Lanczos)", runs(o, "top_eigenvalue"))
+            name = names.get(o, o)
+            panels[f"{name}, ε = {eps0:g}, full space"] = ("ε-sharpness (% of 1 + loss)", runs(o, "sharpness"))
+            panels[f"{name}, top Hessian eigenvalue"] = ("top eigenvalue (Lanczos)", runs(o, "top_eigenvalue"))
         k = config.snapshot_every
         when = (f"every {k} epoch(s)" if config.snapshot_spacing == "even" else
                 f"at epochs 0, {k}, {2 * k}, {4 * k}, {8 * k}, ...")

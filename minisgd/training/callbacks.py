@@ -61,7 +61,8 @@ def every(k, fn, name=None):
 
 
 def doubling(k, fn, name=None):
-    """Run ``fn(net, theta, data, step)`` at steps 0, ``k``, 2k, 4k, 8k, ..., storing it as ``name`` (as :func:`every`)."""
+    """Run ``fn(net, theta, data, step)`` at steps 0, ``k``, 2k, 4k, 8k, ..., storing it as ``name`` (as
+    :func:`every`)."""
     return _scheduled(Doubling, k, fn, name)
 
 
