@@ -580,8 +580,8 @@ def figures(config, records):
         when = (f"every {k} epoch(s)" if config.snapshot_spacing == "even" else
                 f"at epochs 0, {k}, {2 * k}, {4 * k}, {8 * k}, ...")
         figs["sharpness_along_training"] = curvature_vs_training_loss(
-            panels, title=f"Keskar's Figure 6, MNIST {arch}: sharpness against the training loss {when} of training "
-                          "and at its end (lines: seeds)")
+            panels, title=f"Keskar's Figure 6, MNIST {arch}:\nsharpness against the training loss {when} of "
+                          "training and at its end (lines: seeds)")
     return figs
 
 
